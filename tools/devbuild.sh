@@ -12,4 +12,9 @@ if [ ! -f build/dev/build.ninja ]; then
     -DPython_EXECUTABLE="$(command -v python)" >/dev/null
 fi
 cmake --build build/dev
-cp -f build/dev/_core*.so python/fcmlc/
+# Replace the module atomically (copy, then rename): overwriting a loaded .so in place
+# crashes processes that have it mapped (tests running in another shell).
+for so in build/dev/_core*.so; do
+  cp -f "$so" "python/fcmlc/.$(basename "$so").tmp"
+  mv -f "python/fcmlc/.$(basename "$so").tmp" "python/fcmlc/$(basename "$so")"
+done
