@@ -1,0 +1,46 @@
+// chi2 scans over the (|Ue4|, dm2) grid and the fused Feldman-Cousins toy loop.
+//
+// Every experiment e is reduced once (in Python) to a whitening-projection A_e
+// (k_e x n_e): with W_e a whitener of its chi2 covariance C_e (W C W^T = I on the
+// non-null subspace) and Q an orthonormal basis of W_e V_e (V_e the shape-only
+// nuisance directions), A_e = B^T W_e where B spans the orthogonal complement of Q.
+// Then the chi2 with the nuisances profiled exactly is
+//     chi2_e(x; mu) = |A_e (x - mu)|^2,
+// and everything is centred on the null expectation N0_e: r_e = A_e (x - N0_e).
+//
+// Linear experiments (mu = N0 - s2 D(dm2)): d_e(j) = A_e D_e(dm2_j) and
+//     chi2_e(u, j) = |r_e|^2 + s2_u (2 r_e.d_e(j) + s2_u |d_e(j)|^2),
+// so a data vector costs n_dm2 dot products. General experiments keep offsets
+// m_e(p) = A_e (mu_e(p) - N0_e) for every grid point: chi2_e(p) = |r_e - m_e(p)|^2.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace fcmlc {
+
+enum class Chi2Generator { none, gaussian, pulls };
+
+struct Chi2Experiment {
+  std::string name;
+  int n = 0;       // bins of the raw data vector
+  int k = 0;       // whitened, nuisance-projected dimension
+  int offset = 0;  // first bin in the concatenated data vector
+  bool linear = false;
+  std::vector<double> A;   // k x n
+  std::vector<double> N0;  // n
+  std::vector<double> d;   // linear: n_dm2 x k
+  std::vector<double> dn;  // linear: n_dm2, |d_j|^2
+  std::vector<double> m;   // general: n_points x k
+  // generator (toys), same sampler and keying as `simulate`
+  Chi2Generator gen = Chi2Generator::none;
+  std::uint64_t stream = 0;
+  int kg = 0;              // gaussian: columns of the generation factor F
+  std::vector<double> M;   // gaussian: k x kg, M = A F
+  std::vector<double> G;   // gaussian + linear: n_dm2 x kg, G = d M
+  int np = 0;              // pulls: number of pull parameters
+  std::vector<double> J, Lp, lo, sigma;
+};
+
+}  // namespace fcmlc

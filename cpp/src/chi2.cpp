@@ -1,0 +1,805 @@
+// Kernels: chi2 scans over the (|Ue4|, dm2) grid and fused Feldman-Cousins toys
+// (generate -> whiten -> scan -> minimum per toy, never materialising toys x grid).
+// The reduction of each experiment to (A, N0, d | m) is described in fcmlc/chi2.hpp.
+#include "fcmlc/chi2.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <cstdint>
+#include <limits>
+#include <memory>
+#include <vector>
+
+#include "fcmlc/common.hpp"
+#include "fcmlc/sampling.hpp"
+
+namespace fcmlc {
+
+namespace {
+
+// Toys are processed LANES at a time (vectorised across toys: every lane performs the same
+// IEEE operations in the same order, so a toy's result does not depend on its neighbours);
+// a parallel task is one true point and up to TOY_BLOCK toys.
+constexpr int LANES = 4;
+constexpr int TOY_BLOCK = 64;
+
+// AVX2 clone of the hot loops. FMA is deliberately NOT enabled: without contraction the
+// AVX2 and baseline clones round identically, so results are bit-identical across
+// x86-64 machines (e.g. heterogeneous Dask workers), not only across thread counts.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define FCMLC_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define FCMLC_CLONES
+#endif
+
+using idx = std::size_t;
+
+// chi2 offset of a linear experiment (set) relative to |r|^2 at amplitude s2:
+// s2 (2 r.d + s2 |d|^2). The same expression is used by the scan and by the toys.
+inline double lin_value(double s2, double g, double n) { return s2 * (2.0 * g + s2 * n); }
+
+// Four toys in one vector (GCC/Clang vector extension: SSE2 pairs in the baseline clone,
+// one ymm register in the AVX2 clone). Element-wise + and * are the scalar IEEE operations.
+typedef double lanes_t __attribute__((vector_size(LANES * sizeof(double)), aligned(sizeof(double))));
+
+// out[j*LANES + l] = base[j] + sum_g W[j*kg + g] * Z[g*LANES + l], base == nullptr -> 0.
+// Each output accumulates in ascending g (rows are blocked by 4 only for instruction-level
+// parallelism; the per-element operation sequence is that of the scalar loop).
+FCMLC_CLONES void lane_matvec(const double* __restrict W, const double* __restrict base, const double* __restrict Z,
+                              int rows, int kg, double* __restrict out) {
+  const lanes_t zero = {};
+  int j = 0;
+  for (; j + 4 <= rows; j += 4) {
+    lanes_t a0 = zero + (base ? base[j] : 0.0), a1 = zero + (base ? base[j + 1] : 0.0);
+    lanes_t a2 = zero + (base ? base[j + 2] : 0.0), a3 = zero + (base ? base[j + 3] : 0.0);
+    const double* w0 = W + static_cast<idx>(j) * kg;
+    const double* w1 = w0 + kg;
+    const double* w2 = w1 + kg;
+    const double* w3 = w2 + kg;
+    for (int g = 0; g < kg; ++g) {
+      lanes_t z;
+      __builtin_memcpy(&z, Z + static_cast<idx>(g) * LANES, sizeof z);
+      a0 += w0[g] * z;
+      a1 += w1[g] * z;
+      a2 += w2[g] * z;
+      a3 += w3[g] * z;
+    }
+    __builtin_memcpy(out + static_cast<idx>(j) * LANES, &a0, sizeof a0);
+    __builtin_memcpy(out + static_cast<idx>(j + 1) * LANES, &a1, sizeof a1);
+    __builtin_memcpy(out + static_cast<idx>(j + 2) * LANES, &a2, sizeof a2);
+    __builtin_memcpy(out + static_cast<idx>(j + 3) * LANES, &a3, sizeof a3);
+  }
+  for (; j < rows; ++j) {
+    lanes_t a0 = zero + (base ? base[j] : 0.0);
+    const double* w0 = W + static_cast<idx>(j) * kg;
+    for (int g = 0; g < kg; ++g) {
+      lanes_t z;
+      __builtin_memcpy(&z, Z + static_cast<idx>(g) * LANES, sizeof z);
+      a0 += w0[g] * z;
+    }
+    __builtin_memcpy(out + static_cast<idx>(j) * LANES, &a0, sizeof a0);
+  }
+}
+
+// row[u] = R2 + lin_value(s2[u], g, n): one dm2 row of a linear chi2 map.
+FCMLC_CLONES void linear_row(const double* s2, int nu, double R2, double g, double n, double* row) {
+  for (int u = 0; u < nu; ++u) row[u] = R2 + lin_value(s2[u], g, n);
+}
+
+// lower_bound on the ascending s2 grid (the number of entries < x) in O(1): positive doubles
+// order like their bit patterns, so bits >> 46 (exponent and 6 mantissa bits, about 64
+// buckets per octave) indexes a table holding, per bucket, the number of entries in lower
+// buckets; a short scan inside the bucket makes the answer exact for any grid.
+class SortedIndex {
+ public:
+  void build(const std::vector<double>& sorted) {
+    a_ = sorted;
+    n_ = static_cast<int>(a_.size());
+    first_pos_ = 0;
+    while (first_pos_ < n_ && !(a_[first_pos_] > 0.0)) ++first_pos_;
+    table_.clear();
+    if (first_pos_ == n_) return;
+    key0_ = key(a_[first_pos_]);
+    const std::uint64_t span = key(a_[n_ - 1]) - key0_ + 1;
+    if (span > (1u << 22)) return;  // absurd dynamic range: binary search instead
+    table_.assign(span + 1, 0);
+    int q = first_pos_;
+    for (std::uint64_t b = 0; b <= span; ++b) {
+      while (q < n_ && key(a_[q]) - key0_ < b) ++q;
+      table_[b] = q;
+    }
+  }
+  int lower_bound(double x) const {
+    if (!(x > a_[0])) return 0;  // x <= smallest (also NaN)
+    if (x > a_[n_ - 1]) return n_;
+    // now 0 <= a_[0] < x <= a_[n-1]: x > 0 and a positive entry exists
+    if (x <= a_[first_pos_]) return first_pos_;
+    int q = table_.empty() ? static_cast<int>(std::lower_bound(a_.begin(), a_.end(), x) - a_.begin())
+                           : table_[key(x) - key0_];
+    while (q < n_ && a_[q] < x) ++q;
+    return q;
+  }
+
+ private:
+  static std::uint64_t key(double v) {
+    std::uint64_t b;
+    std::memcpy(&b, &v, sizeof b);
+    return b >> 46;
+  }
+  std::vector<double> a_;
+  std::vector<int> table_;
+  std::uint64_t key0_ = 0;
+  int n_ = 0, first_pos_ = 0;
+};
+
+// y = x - N0, r = A y (ascending sums).
+inline void whiten_one(const Chi2Experiment& e, const double* x, double* y, double* r) {
+  for (int i = 0; i < e.n; ++i) y[i] = x[i] - e.N0[i];
+  for (int a = 0; a < e.k; ++a) {
+    const double* row = e.A.data() + static_cast<idx>(a) * e.n;
+    double s = 0.0;
+    for (int i = 0; i < e.n; ++i) s += row[i] * y[i];
+    r[a] = s;
+  }
+}
+
+// out[j] = sum_a W[j*k + a] v[a]
+inline void matvec(const double* W, const double* v, int rows, int k, double* out) {
+  for (int j = 0; j < rows; ++j) {
+    const double* w = W + static_cast<idx>(j) * k;
+    double s = 0.0;
+    for (int a = 0; a < k; ++a) s += w[a] * v[a];
+    out[j] = s;
+  }
+}
+
+inline double sqdist(const double* r, const double* m, int k) {
+  double s = 0.0;
+  for (int a = 0; a < k; ++a) {
+    const double t = r[a] - m[a];
+    s += t * t;
+  }
+  return s;
+}
+
+// Deterministic tie rule shared by every minimum: smaller value, then smaller point index.
+inline void take_min(double v, std::int64_t p, double& best, std::int64_t& bp) {
+  if (v < best || (v == best && p < bp)) {
+    best = v;
+    bp = p;
+  }
+}
+
+std::vector<double> copy_vec(const carray<double>& a) { return std::vector<double>(a.data(), a.data() + a.size()); }
+
+class Chi2Kernel {
+ public:
+  Chi2Kernel(const carray<double>& s2, int n_dm2) {
+    require_ndim(s2, 1, "s2 (sin^2(2 theta) grid)");
+    require(s2.shape(0) >= 1, "s2 (sin^2(2 theta) grid) must not be empty");
+    require(n_dm2 >= 1, "n_dm2 must be >= 1, got " + std::to_string(n_dm2));
+    require_finite(s2, "s2 (sin^2(2 theta) grid)");
+    for (py::ssize_t i = 0; i < s2.shape(0); ++i)
+      require(s2.data()[i] >= 0.0, "s2 (sin^2(2 theta) grid) must be >= 0");
+    s2_ = copy_vec(s2);
+    nu_ = static_cast<int>(s2_.size());
+    nd_ = n_dm2;
+    order_.resize(nu_);
+    for (int i = 0; i < nu_; ++i) order_[i] = i;
+    std::stable_sort(order_.begin(), order_.end(), [&](int a, int b) { return s2_[a] < s2_[b]; });
+    sorted_.resize(nu_);
+    for (int i = 0; i < nu_; ++i) sorted_[i] = s2_[order_[i]];
+    index_.build(sorted_);
+    distinct_ = true;
+    for (int i = 1; i < nu_; ++i)
+      if (!(sorted_[i] > sorted_[i - 1])) distinct_ = false;
+    nsum_.assign(nd_, 0.0);
+    ninv_.assign(nd_, 0.0);
+  }
+
+  int n_ue4() const { return nu_; }
+  int n_dm2() const { return nd_; }
+  std::int64_t n_points() const { return static_cast<std::int64_t>(nu_) * nd_; }
+  int n_bins() const { return n_bins_; }
+  int n_experiments() const { return static_cast<int>(ex_.size()); }
+  bool linear_only() const { return n_general_ == 0; }
+  std::vector<int> dims() const {
+    std::vector<int> d;
+    for (const auto& e : ex_) d.push_back(e.k);
+    return d;
+  }
+  std::vector<bool> linear() const {
+    std::vector<bool> d;
+    for (const auto& e : ex_) d.push_back(e.linear);
+    return d;
+  }
+  std::vector<std::string> generators() const {
+    std::vector<std::string> g;
+    for (const auto& e : ex_)
+      g.push_back(e.gen == Chi2Generator::gaussian ? "gaussian" : e.gen == Chi2Generator::pulls ? "pulls" : "none");
+    return g;
+  }
+
+  int add_linear(const std::string& name, const carray<double>& A, const carray<double>& N0,
+                 const carray<double>& D) {
+    Chi2Experiment e = base_experiment(name, A, N0);
+    require_ndim(D, 2, (name + " deficit D(dm2)").c_str());
+    require(D.shape(0) == nd_ && D.shape(1) == e.n, name + ": deficit D(dm2) must have shape (n_dm2, n_bins) = " +
+                                                         shape_str(nd_, e.n) + ", got " +
+                                                         shape_str(D.shape(0), D.shape(1)));
+    require_finite(D, (name + " deficit D(dm2)").c_str());
+    e.linear = true;
+    e.d.assign(static_cast<idx>(nd_) * e.k, 0.0);
+    e.dn.assign(nd_, 0.0);
+    const double* Dp = D.data();
+    for (int j = 0; j < nd_; ++j) {
+      matvec(e.A.data(), Dp + static_cast<idx>(j) * e.n, e.k, e.n, e.d.data() + static_cast<idx>(j) * e.k);
+      double s = 0.0;
+      for (int a = 0; a < e.k; ++a) s += e.d[static_cast<idx>(j) * e.k + a] * e.d[static_cast<idx>(j) * e.k + a];
+      e.dn[j] = s;
+      nsum_[j] += s;
+      ninv_[j] = nsum_[j] > 0.0 ? 1.0 / nsum_[j] : 0.0;
+    }
+    return push(std::move(e));
+  }
+
+  int add_general(const std::string& name, const carray<double>& A, const carray<double>& N0,
+                  const carray<double>& mu_grid) {
+    Chi2Experiment e = base_experiment(name, A, N0);
+    require_ndim(mu_grid, 2, (name + " expectation grid").c_str());
+    require(mu_grid.shape(0) == n_points() && mu_grid.shape(1) == e.n,
+            name + ": expectation grid must have shape (n_points, n_bins) = " + shape_str(n_points(), e.n) +
+                ", got " + shape_str(mu_grid.shape(0), mu_grid.shape(1)));
+    require_finite(mu_grid, (name + " expectation grid").c_str());
+    e.linear = false;
+    const std::int64_t np_ = n_points();
+    e.m.assign(static_cast<idx>(np_) * e.k, 0.0);
+    std::vector<double> y(e.n);
+    for (std::int64_t p = 0; p < np_; ++p)
+      whiten_one(e, mu_grid.data() + static_cast<idx>(p) * e.n, y.data(), e.m.data() + static_cast<idx>(p) * e.k);
+    ++n_general_;
+    return push(std::move(e));
+  }
+
+  void set_gaussian_generator(int i, std::uint64_t stream, const carray<double>& Ft) {
+    Chi2Experiment& e = at(i);
+    require_ndim(Ft, 2, (e.name + " generation factor_t").c_str());
+    require(Ft.shape(1) == e.n && Ft.shape(0) >= 1,
+            e.name + ": generation factor_t must have shape (k, n_bins) with n_bins = " + std::to_string(e.n) +
+                ", got " + shape_str(Ft.shape(0), Ft.shape(1)));
+    require_finite(Ft, (e.name + " generation factor_t").c_str());
+    e.gen = Chi2Generator::gaussian;
+    e.stream = stream;
+    e.kg = static_cast<int>(Ft.shape(0));
+    e.M.assign(static_cast<idx>(e.k) * e.kg, 0.0);
+    const double* F = Ft.data();
+    for (int a = 0; a < e.k; ++a)
+      for (int g = 0; g < e.kg; ++g) {
+        const double* arow = e.A.data() + static_cast<idx>(a) * e.n;
+        const double* frow = F + static_cast<idx>(g) * e.n;
+        double s = 0.0;
+        for (int b = 0; b < e.n; ++b) s += arow[b] * frow[b];
+        e.M[static_cast<idx>(a) * e.kg + g] = s;
+      }
+    e.G.clear();
+    if (e.linear) {
+      e.G.assign(static_cast<idx>(nd_) * e.kg, 0.0);
+      for (int j = 0; j < nd_; ++j)
+        for (int g = 0; g < e.kg; ++g) {
+          double s = 0.0;
+          for (int a = 0; a < e.k; ++a) s += e.d[static_cast<idx>(j) * e.k + a] * e.M[static_cast<idx>(a) * e.kg + g];
+          e.G[static_cast<idx>(j) * e.kg + g] = s;
+        }
+    }
+    e.J.clear(), e.Lp.clear(), e.lo.clear(), e.sigma.clear();
+  }
+
+  void set_pull_generator(int i, std::uint64_t stream, const carray<double>& J, const carray<double>& Lp,
+                          const carray<double>& lo, const carray<double>& sigma) {
+    Chi2Experiment& e = at(i);
+    require_ndim(J, 2, (e.name + " pull_jacobian").c_str());
+    require_ndim(Lp, 2, (e.name + " pull_factor").c_str());
+    require_ndim(lo, 1, (e.name + " pull_lower").c_str());
+    require_ndim(sigma, 1, (e.name + " stat_sigma").c_str());
+    const py::ssize_t p = J.shape(1);
+    require(J.shape(0) == e.n, e.name + ": pull_jacobian must have shape (n_bins, n_pulls) with n_bins = " +
+                                   std::to_string(e.n));
+    require(Lp.shape(0) == p && Lp.shape(1) == p,
+            e.name + ": pull_factor must have shape (n_pulls, n_pulls) = " + shape_str(p, p));
+    require(lo.shape(0) == p, e.name + ": pull_lower must have n_pulls = " + std::to_string(p) + " entries");
+    require(sigma.shape(0) == e.n, e.name + ": stat_sigma must have n_bins = " + std::to_string(e.n) + " entries");
+    require_finite(J, (e.name + " pull_jacobian").c_str());
+    require_finite(Lp, (e.name + " pull_factor").c_str());
+    require_finite(sigma, (e.name + " stat_sigma").c_str());
+    for (py::ssize_t q = 0; q < p; ++q)
+      require(!std::isnan(lo.data()[q]), e.name + ": pull_lower must not be NaN (use -inf for no bound)");
+    for (py::ssize_t b = 0; b < e.n; ++b) require(sigma.data()[b] >= 0, e.name + ": stat_sigma must be >= 0");
+    e.gen = Chi2Generator::pulls;
+    e.stream = stream;
+    e.np = static_cast<int>(p);
+    e.J = copy_vec(J);
+    e.Lp = copy_vec(Lp);
+    e.lo = copy_vec(lo);
+    e.sigma = copy_vec(sigma);
+    e.M.clear(), e.G.clear();
+    e.kg = 0;
+  }
+
+  // ---- whitening of data vectors (for tests and the Python layer) --------------------
+
+  py::array_t<double> whiten(const carray<double>& x) const {
+    const auto xs = check_data(x);
+    py::array_t<double> out({xs.first, static_cast<py::ssize_t>(k_total_)});
+    double* o = out.mutable_data();
+    std::vector<double> y(max_n_);
+    for (py::ssize_t i = 0; i < xs.first; ++i) {
+      int off = 0;
+      for (const auto& e : ex_) {
+        whiten_one(e, x.data() + i * n_bins_ + e.offset, y.data(), o + i * k_total_ + off);
+        off += e.k;
+      }
+    }
+    return out;
+  }
+
+  // ---- chi2 scan ---------------------------------------------------------------------
+
+  py::tuple scan(const carray<double>& x, std::optional<int> threads) const {
+    require(!ex_.empty(), "the chi2 kernel has no experiments");
+    const auto xs = check_data(x);
+    const py::ssize_t nx = xs.first;
+    const int nt = static_cast<int>(std::min<py::ssize_t>(resolve_threads(threads), std::max<py::ssize_t>(nx, 1)));
+    const std::int64_t np_ = n_points();
+    py::array_t<double> chi2({nx, static_cast<py::ssize_t>(np_)});
+    py::array_t<double> mins(nx);
+    py::array_t<std::int64_t> argmin(nx);
+    double* c = chi2.mutable_data();
+    double* mn = mins.mutable_data();
+    std::int64_t* am = argmin.mutable_data();
+    const double* xp = x.data();
+    ExceptionCapture ex;
+    {
+      py::gil_scoped_release nogil;
+#pragma omp parallel num_threads(nt)
+      {
+        std::vector<double> y(max_n_), r(k_total_), g(nd_), gsum(nd_);
+#pragma omp for schedule(static)
+        for (py::ssize_t i = 0; i < nx; ++i) {
+          ex.run([&] {
+            scan_one(xp + i * n_bins_, y.data(), r.data(), g.data(), gsum.data(), c + i * np_, mn[i], am[i]);
+          });
+        }
+      }
+    }
+    ex.rethrow();
+    return py::make_tuple(chi2, mins, argmin);
+  }
+
+  // ---- Feldman-Cousins toys ----------------------------------------------------------
+
+  py::object fc_toys(const carray<std::int64_t>& point_ids, const py::list& mu, py::ssize_t n_toys, std::uint64_t seed,
+                     std::int64_t toy_offset, bool return_best, std::optional<int> threads) const {
+    auto mus = check_toy_args(point_ids, mu, n_toys, toy_offset);
+    const int nt = resolve_threads(threads);
+    const py::ssize_t npt = point_ids.shape(0);
+    py::array_t<double> delta({npt, n_toys});
+    py::array_t<std::int64_t> best;
+    if (return_best) best = py::array_t<std::int64_t>({npt, n_toys});
+    double* dp = delta.mutable_data();
+    std::int64_t* bp = return_best ? best.mutable_data() : nullptr;
+    const std::int64_t* pid = point_ids.data();
+    std::vector<const double*> mup;
+    for (const auto& a : mus) mup.push_back(a.data());
+    const py::ssize_t blocks = (n_toys + TOY_BLOCK - 1) / TOY_BLOCK;
+    const long long tasks = static_cast<long long>(npt) * blocks;
+    const int nt_used = static_cast<int>(std::min<long long>(nt, tasks));
+    ExceptionCapture ex;
+    {
+      py::gil_scoped_release nogil;
+#pragma omp parallel num_threads(nt_used)
+      {
+        ToyScratch s(*this);
+        long long last_point = -1;
+#pragma omp for schedule(dynamic, 1)
+        for (long long t = 0; t < tasks; ++t) {
+          ex.run([&] {
+            const long long i = t / blocks;
+            const py::ssize_t b = t % blocks;
+            if (i != last_point) {
+              prepare_point(s, mup, i);
+              last_point = i;
+            }
+            const py::ssize_t t0 = b * TOY_BLOCK, t1 = std::min<py::ssize_t>(n_toys, t0 + TOY_BLOCK);
+            for (py::ssize_t q = t0; q < t1; q += LANES) {
+              std::uint64_t real[LANES];
+              for (int l = 0; l < LANES; ++l)
+                real[l] = static_cast<std::uint64_t>(toy_offset + std::min<py::ssize_t>(q + l, t1 - 1));
+              double dl[LANES];
+              std::int64_t bl[LANES];
+              toy_lanes(s, mup, i, static_cast<std::uint64_t>(pid[i]), real, seed, dl, bl);
+              for (int l = 0; l < LANES && q + l < t1; ++l) {
+                dp[i * n_toys + q + l] = dl[l];
+                if (bp) bp[i * n_toys + q + l] = bl[l];
+              }
+            }
+          });
+        }
+      }
+    }
+    ex.rethrow();
+    if (return_best) return py::make_tuple(delta, best);
+    return delta;
+  }
+
+  // The whitened, nuisance-projected toys r (n_points, n_toys, sum_e k_e) exactly as the
+  // FC loop forms them (gaussian: c + M z; pulls: A (x - N0) of pull_realization's x).
+  py::array_t<double> whitened_toys(const carray<std::int64_t>& point_ids, const py::list& mu, py::ssize_t n_toys,
+                                    std::uint64_t seed, std::int64_t toy_offset, std::optional<int> threads) const {
+    auto mus = check_toy_args(point_ids, mu, n_toys, toy_offset);
+    const int nt = resolve_threads(threads);
+    const py::ssize_t npt = point_ids.shape(0);
+    py::array_t<double> out({npt, n_toys, static_cast<py::ssize_t>(k_total_)});
+    const int nt_used = static_cast<int>(std::min<py::ssize_t>(nt, std::max<py::ssize_t>(npt, 1)));
+    double* o = out.mutable_data();
+    std::vector<const double*> mup;
+    for (const auto& a : mus) mup.push_back(a.data());
+    const std::int64_t* pid = point_ids.data();
+    ExceptionCapture ex;
+    {
+      py::gil_scoped_release nogil;
+#pragma omp parallel num_threads(nt_used)
+      {
+        ToyScratch s(*this);
+#pragma omp for schedule(static)
+        for (py::ssize_t i = 0; i < npt; ++i) {
+          ex.run([&] {
+            prepare_point(s, mup, i);
+            for (py::ssize_t q = 0; q < n_toys; q += LANES) {
+              std::uint64_t real[LANES];
+              for (int l = 0; l < LANES; ++l)
+                real[l] = static_cast<std::uint64_t>(toy_offset + std::min<py::ssize_t>(q + l, n_toys - 1));
+              int off = 0;
+              for (std::size_t e = 0; e < ex_.size(); ++e) {
+                const Chi2Experiment& E = ex_[e];
+                double* rl = s.rl[e].data();
+                residual_lanes(s, E, e, mup[e] + i * E.n, static_cast<std::uint64_t>(pid[i]), real, seed, rl);
+                for (int l = 0; l < LANES && q + l < n_toys; ++l)
+                  for (int a = 0; a < E.k; ++a)
+                    o[(i * n_toys + q + l) * k_total_ + off + a] = rl[static_cast<idx>(a) * LANES + l];
+                off += E.k;
+              }
+            }
+          });
+        }
+      }
+    }
+    ex.rethrow();
+    return out;
+  }
+
+ private:
+  struct ToyScratch {
+    std::vector<std::vector<double>> c, h, rl;  // per experiment: c (k), h (n_dm2), r lanes (k x LANES)
+    std::vector<double> z, Z, gl, gsum, x, y, r, pull;
+    explicit ToyScratch(const Chi2Kernel& K) {
+      int kg_max = 1, n_max = 1, k_max = 1, p_max = 0;
+      for (const auto& e : K.ex_) {
+        c.emplace_back(std::max(1, e.k));
+        h.emplace_back(e.linear ? K.nd_ : 1);
+        rl.emplace_back(static_cast<idx>(std::max(1, e.k)) * LANES);
+        kg_max = std::max(kg_max, e.kg);
+        n_max = std::max(n_max, e.n);
+        k_max = std::max(k_max, e.k);
+        p_max = std::max(p_max, e.np);
+      }
+      z.resize(kg_max);
+      Z.resize(static_cast<idx>(kg_max) * LANES);
+      gl.resize(static_cast<idx>(K.nd_) * LANES);
+      gsum.resize(static_cast<idx>(K.nd_) * LANES);
+      x.resize(n_max);
+      y.resize(n_max);
+      r.resize(k_max);
+      pull.resize(2 * static_cast<idx>(p_max) + n_max);
+    }
+  };
+
+  std::vector<Chi2Experiment> ex_;
+  std::vector<double> s2_, sorted_, nsum_, ninv_;
+  std::vector<int> order_;
+  SortedIndex index_;
+  int nu_ = 0, nd_ = 0, n_bins_ = 0, k_total_ = 0, max_n_ = 1, n_general_ = 0;
+  bool distinct_ = true;
+
+  Chi2Experiment base_experiment(const std::string& name, const carray<double>& A, const carray<double>& N0) const {
+    require_ndim(A, 2, (name + " whitening-projection A").c_str());
+    require_ndim(N0, 1, (name + " null expectation").c_str());
+    require(N0.shape(0) >= 1, name + ": null expectation must not be empty");
+    require(A.shape(1) == N0.shape(0), name + ": whitening-projection A must have shape (k, n_bins) with n_bins = " +
+                                           std::to_string(N0.shape(0)) + ", got " +
+                                           shape_str(A.shape(0), A.shape(1)));
+    require_finite(A, (name + " whitening-projection A").c_str());
+    require_finite(N0, (name + " null expectation").c_str());
+    Chi2Experiment e;
+    e.name = name;
+    e.n = static_cast<int>(N0.shape(0));
+    e.k = static_cast<int>(A.shape(0));
+    e.A = copy_vec(A);
+    e.N0 = copy_vec(N0);
+    return e;
+  }
+
+  int push(Chi2Experiment&& e) {
+    e.offset = n_bins_;
+    n_bins_ += e.n;
+    k_total_ += e.k;
+    max_n_ = std::max(max_n_, e.n);
+    ex_.push_back(std::move(e));
+    return static_cast<int>(ex_.size()) - 1;
+  }
+
+  Chi2Experiment& at(int i) {
+    require(i >= 0 && i < static_cast<int>(ex_.size()), "experiment index out of range: " + std::to_string(i));
+    return ex_[i];
+  }
+
+  std::pair<py::ssize_t, py::ssize_t> check_data(const carray<double>& x) const {
+    require_ndim(x, 2, "x (data vectors)");
+    require(x.shape(1) == n_bins_, "x (data vectors) must have " + std::to_string(n_bins_) +
+                                       " bins per row (all experiments concatenated), got " +
+                                       std::to_string(x.shape(1)));
+    require_finite(x, "x (data vectors)");
+    return {x.shape(0), x.shape(1)};
+  }
+
+  std::vector<carray<double>> check_toy_args(const carray<std::int64_t>& point_ids, const py::list& mu,
+                                             py::ssize_t n_toys, std::int64_t toy_offset) const {
+    require(!ex_.empty(), "the chi2 kernel has no experiments");
+    require_ndim(point_ids, 1, "point_ids");
+    require(n_toys >= 1, "n_toys must be >= 1, got " + std::to_string(n_toys));
+    require(toy_offset >= 0, "toy_offset must be >= 0");
+    const py::ssize_t npt = point_ids.shape(0);
+    for (py::ssize_t i = 0; i < npt; ++i)
+      require(point_ids.data()[i] >= 0 && point_ids.data()[i] < n_points(),
+              "point_ids must lie in [0, n_points = " + std::to_string(n_points()) + "), got " +
+                  std::to_string(point_ids.data()[i]));
+    require(static_cast<py::ssize_t>(mu.size()) == static_cast<py::ssize_t>(ex_.size()),
+            "mu must be a list with one (n_points, n_bins) array per experiment (" + std::to_string(ex_.size()) +
+                "), got " + std::to_string(mu.size()));
+    std::vector<carray<double>> out;
+    for (std::size_t e = 0; e < ex_.size(); ++e) {
+      const Chi2Experiment& E = ex_[e];
+      require(E.gen != Chi2Generator::none, E.name + ": no toy generator set");
+      auto a = mu[e].cast<carray<double>>();
+      const std::string nm = E.name + " expectation at the true points";
+      require_ndim(a, 2, nm.c_str());
+      require(a.shape(0) == npt && a.shape(1) == E.n, nm + " must have shape " + shape_str(npt, E.n) + ", got " +
+                                                          shape_str(a.shape(0), a.shape(1)));
+      require_finite(a, nm.c_str());
+      out.push_back(std::move(a));
+    }
+    return out;
+  }
+
+  void scan_one(const double* x, double* y, double* r, double* g, double* gsum, double* out, double& mn,
+                std::int64_t& am) const {
+    double R2 = 0.0;
+    for (int j = 0; j < nd_; ++j) gsum[j] = 0.0;
+    int off = 0;
+    for (const auto& e : ex_) {
+      double* re = r + off;
+      whiten_one(e, x + e.offset, y, re);
+      if (e.linear) {
+        double s = 0.0;
+        for (int a = 0; a < e.k; ++a) s += re[a] * re[a];
+        R2 += s;
+        matvec(e.d.data(), re, nd_, e.k, g);
+        for (int j = 0; j < nd_; ++j) gsum[j] += g[j];
+      }
+      off += e.k;
+    }
+    for (int j = 0; j < nd_; ++j) linear_row(s2_.data(), nu_, R2, gsum[j], nsum_[j], out + static_cast<idx>(j) * nu_);
+    if (n_general_ > 0) {
+      const std::int64_t np_ = n_points();
+      for (std::int64_t p = 0; p < np_; ++p) {
+        double v = out[p];
+        int o2 = 0;
+        for (const auto& e : ex_) {
+          if (!e.linear) v += sqdist(r + o2, e.m.data() + static_cast<idx>(p) * e.k, e.k);
+          o2 += e.k;
+        }
+        out[p] = v;
+      }
+    }
+    double best = std::numeric_limits<double>::infinity();
+    std::int64_t bp = -1;
+    const std::int64_t np_ = n_points();
+    for (std::int64_t p = 0; p < np_; ++p) take_min(out[p], p, best, bp);
+    mn = best;
+    am = bp;
+  }
+
+  // Per true point: c_e = A_e (mu_e(p) - N0_e) and, for linear gaussian experiments, h_e = d_e c_e.
+  void prepare_point(ToyScratch& s, const std::vector<const double*>& mup, long long i) const {
+    for (std::size_t e = 0; e < ex_.size(); ++e) {
+      const Chi2Experiment& E = ex_[e];
+      if (E.gen != Chi2Generator::gaussian) continue;
+      whiten_one(E, mup[e] + i * E.n, s.y.data(), s.c[e].data());
+      if (E.linear) matvec(E.d.data(), s.c[e].data(), nd_, E.k, s.h[e].data());
+    }
+  }
+
+  // Whitened residual lanes r (k x LANES) of experiment e for LANES realizations.
+  void residual_lanes(ToyScratch& s, const Chi2Experiment& E, std::size_t e, const double* mu_p, std::uint64_t point,
+                      const std::uint64_t* real, std::uint64_t seed, double* rl) const {
+    if (E.gen == Chi2Generator::gaussian) {
+      fill_z(s, E, point, real, seed);
+      lane_matvec(E.M.data(), s.c[e].data(), s.Z.data(), E.k, E.kg, rl);
+    } else {
+      for (int l = 0; l < LANES; ++l) {
+        pull_realization(mu_p, E.J.data(), E.Lp.data(), E.lo.data(), E.sigma.data(), E.n, E.np, seed, E.stream,
+                         point, real[l], s.pull.data(), s.x.data());
+        whiten_one(E, s.x.data(), s.y.data(), s.r.data());
+        for (int a = 0; a < E.k; ++a) rl[static_cast<idx>(a) * LANES + l] = s.r[a];
+      }
+    }
+  }
+
+  // z ~ N(0, I_kg) of realization real[l]: exactly the normals of gaussian_realization.
+  void fill_z(ToyScratch& s, const Chi2Experiment& E, std::uint64_t point, const std::uint64_t* real,
+              std::uint64_t seed) const {
+    for (int l = 0; l < LANES; ++l) {
+      if (l > 0 && real[l] == real[l - 1]) {  // padding lane: same toy again
+        for (int g = 0; g < E.kg; ++g) s.Z[static_cast<idx>(g) * LANES + l] = s.Z[static_cast<idx>(g) * LANES + l - 1];
+        continue;
+      }
+      normals(seed, E.stream, real[l], point, PURPOSE_RESIDUAL, s.z.data(), static_cast<std::size_t>(E.kg));
+      for (int g = 0; g < E.kg; ++g) s.Z[static_cast<idx>(g) * LANES + l] = s.z[g];
+    }
+  }
+
+  // Delta-chi2 = chi2(true point) - min over the grid for LANES toys at one true point.
+  void toy_lanes(ToyScratch& s, const std::vector<const double*>& mup, long long i, std::uint64_t point,
+                 const std::uint64_t* real, std::uint64_t seed, double* delta, std::int64_t* bestp) const {
+    double* gsum = s.gsum.data();
+    std::fill(s.gsum.begin(), s.gsum.end(), 0.0);
+    for (std::size_t e = 0; e < ex_.size(); ++e) {
+      const Chi2Experiment& E = ex_[e];
+      if (E.gen == Chi2Generator::gaussian && E.linear) {
+        fill_z(s, E, point, real, seed);
+        lane_matvec(E.G.data(), s.h[e].data(), s.Z.data(), nd_, E.kg, s.gl.data());
+        for (idx q = 0; q < s.gl.size(); ++q) gsum[q] += s.gl[q];
+        continue;
+      }
+      double* rl = s.rl[e].data();
+      residual_lanes(s, E, e, mup[e] + i * E.n, point, real, seed, rl);
+      if (E.linear) {
+        for (int l = 0; l < LANES; ++l) {
+          for (int a = 0; a < E.k; ++a) s.r[a] = rl[static_cast<idx>(a) * LANES + l];
+          for (int j = 0; j < nd_; ++j) {
+            const double* dj = E.d.data() + static_cast<idx>(j) * E.k;
+            double v = 0.0;
+            for (int a = 0; a < E.k; ++a) v += dj[a] * s.r[a];
+            gsum[static_cast<idx>(j) * LANES + l] += v;
+          }
+        }
+      }
+    }
+    const std::int64_t pt = static_cast<std::int64_t>(point);
+    const int jt = static_cast<int>(pt / nu_), ut = static_cast<int>(pt % nu_);
+    for (int l = 0; l < LANES; ++l) {
+      double best = std::numeric_limits<double>::infinity();
+      std::int64_t bp = -1;
+      double vt;
+      if (n_general_ == 0 && distinct_) {
+        // Convex quadratic in s2 per dm2 row: the minimum over the sorted s2 grid sits at a
+        // grid neighbour of the unconstrained minimiser -G/N.
+        for (int j = 0; j < nd_; ++j) {
+          const double G = gsum[static_cast<idx>(j) * LANES + l], N = nsum_[j];
+          int c0, c1;
+          if (N > 0.0) {
+            const int q = index_.lower_bound(-G * ninv_[j]);
+            c0 = q - 1;
+            c1 = q < nu_ ? q : -1;
+          } else {  // flat row or linear in s2: an end of the range
+            c0 = 0;
+            c1 = nu_ - 1;
+          }
+          if (c0 >= 0) {
+            const int u = order_[c0];
+            take_min(lin_value(s2_[u], G, N), static_cast<std::int64_t>(j) * nu_ + u, best, bp);
+          }
+          if (c1 >= 0) {
+            const int u = order_[c1];
+            take_min(lin_value(s2_[u], G, N), static_cast<std::int64_t>(j) * nu_ + u, best, bp);
+          }
+        }
+        vt = lin_value(s2_[ut], gsum[static_cast<idx>(jt) * LANES + l], nsum_[jt]);
+        take_min(vt, pt, best, bp);
+      } else {
+        vt = 0.0;
+        for (int j = 0; j < nd_; ++j) {
+          const double G = gsum[static_cast<idx>(j) * LANES + l], N = nsum_[j];
+          for (int u = 0; u < nu_; ++u) {
+            const std::int64_t p = static_cast<std::int64_t>(j) * nu_ + u;
+            double v = lin_value(s2_[u], G, N);
+            for (std::size_t e = 0; e < ex_.size(); ++e) {
+              const Chi2Experiment& E = ex_[e];
+              if (E.linear) continue;
+              const double* rl = s.rl[e].data();
+              const double* m = E.m.data() + static_cast<idx>(p) * E.k;
+              double sd = 0.0;
+              for (int a = 0; a < E.k; ++a) {
+                const double t = rl[static_cast<idx>(a) * LANES + l] - m[a];
+                sd += t * t;
+              }
+              v += sd;
+            }
+            if (p == pt) vt = v;
+            take_min(v, p, best, bp);
+          }
+        }
+      }
+      delta[l] = vt - best;
+      bestp[l] = bp;
+    }
+  }
+};
+
+}  // namespace
+
+void register_chi2(py::module_& m) {
+  py::class_<Chi2Kernel>(m, "Chi2Kernel",
+                         "Precomputed chi2 structure of a set of experiments on a (sin^2 2theta, dm2) grid: the "
+                         "whitening-projections A_e, null expectations, linear deficits d_e(dm2) or general offsets, "
+                         "and the toy generators. Built by fcmlc.frequentist.Chi2Model.")
+      .def(py::init<const carray<double>&, int>(), py::arg("s2"), py::arg("n_dm2"))
+      .def("add_linear", &Chi2Kernel::add_linear, py::arg("name"), py::arg("A"), py::arg("N0"), py::arg("D"),
+           "Linear experiment: expectation N0 - s2 D(dm2_j); A (k, n_bins), D (n_dm2, n_bins). Returns its index.")
+      .def("add_general", &Chi2Kernel::add_general, py::arg("name"), py::arg("A"), py::arg("N0"), py::arg("mu_grid"),
+           "General experiment: expectation mu_grid (n_points, n_bins) at every grid point. Returns its index.")
+      .def("set_gaussian_generator", &Chi2Kernel::set_gaussian_generator, py::arg("index"), py::arg("stream"),
+           py::arg("factor_t"), "Toys x = mu + F z as simulate_gaussian (factor_t = F^T, shape (k, n_bins)).")
+      .def("set_pull_generator", &Chi2Kernel::set_pull_generator, py::arg("index"), py::arg("stream"),
+           py::arg("pull_jacobian"), py::arg("pull_factor"), py::arg("pull_lower"), py::arg("stat_sigma"),
+           "Toys as simulate_pulls.")
+      .def("whiten", &Chi2Kernel::whiten, py::arg("x"),
+           "r = A_e (x_e - N0_e) of each experiment, concatenated: (n_data, sum k_e).")
+      .def_property_readonly("n_ue4", &Chi2Kernel::n_ue4)
+      .def_property_readonly("n_dm2", &Chi2Kernel::n_dm2)
+      .def_property_readonly("n_points", &Chi2Kernel::n_points)
+      .def_property_readonly("n_bins", &Chi2Kernel::n_bins)
+      .def_property_readonly("n_experiments", &Chi2Kernel::n_experiments)
+      .def_property_readonly("dims", &Chi2Kernel::dims)
+      .def_property_readonly("linear", &Chi2Kernel::linear)
+      .def_property_readonly("linear_only", &Chi2Kernel::linear_only)
+      .def_property_readonly("generators", &Chi2Kernel::generators);
+
+  m.def(
+      "chi2_scan",
+      [](const Chi2Kernel& k, const carray<double>& x, std::optional<int> threads) { return k.scan(x, threads); },
+      py::arg("kernel"), py::arg("x"), py::arg("threads") = py::none(),
+      "chi2 of each data vector (rows of x, experiments concatenated) at every grid point. Returns "
+      "(chi2 (n_data, n_points), min (n_data,), argmin (n_data,)); ties go to the smaller point index.");
+  m.def(
+      "fc_toys",
+      [](const Chi2Kernel& k, const carray<std::int64_t>& point_ids, const py::list& mu, py::ssize_t n_toys,
+         std::uint64_t seed, std::int64_t toy_offset, bool return_best, std::optional<int> threads) {
+        return k.fc_toys(point_ids, mu, n_toys, seed, toy_offset, return_best, threads);
+      },
+      py::arg("kernel"), py::arg("point_ids"), py::arg("mu"), py::arg("n_toys"), py::arg("seed"),
+      py::arg("toy_offset") = 0, py::arg("return_best") = false, py::arg("threads") = py::none(),
+      "Feldman-Cousins toys: for each true grid point p (point_ids, with expectations mu[e] (n, n_bins_e) per "
+      "experiment) and toys t = toy_offset .. toy_offset + n_toys - 1 (realization t of point p, as in simulate), "
+      "Delta-chi2 = chi2(p) - min over the grid. Returns delta (n, n_toys) [, best point index (n, n_toys)].");
+  m.def(
+      "fc_whitened_toys",
+      [](const Chi2Kernel& k, const carray<std::int64_t>& point_ids, const py::list& mu, py::ssize_t n_toys,
+         std::uint64_t seed, std::int64_t toy_offset, std::optional<int> threads) {
+        return k.whitened_toys(point_ids, mu, n_toys, seed, toy_offset, threads);
+      },
+      py::arg("kernel"), py::arg("point_ids"), py::arg("mu"), py::arg("n_toys"), py::arg("seed"),
+      py::arg("toy_offset") = 0, py::arg("threads") = py::none(),
+      "The whitened toys r (n, n_toys, sum k_e) that fc_toys scans (for tests).");
+}
+
+}  // namespace fcmlc

@@ -1,0 +1,241 @@
+"""`fcmlc fc` and `fcmlc wilks`: the frequentist commands (registered by :mod:`fcmlc.cli`)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+#: Levels of the Wilks regions written by `fcmlc wilks` (1 sigma in 2-D, 90, 95, 99 %).
+WILKS_CLI_LEVELS = (0.6827, 0.90, 0.95, 0.99)
+
+
+def register(subparsers) -> None:
+    from .cli import add_common_generation_args
+
+    p = subparsers.add_parser(
+        "fc", help="Feldman-Cousins critical values at every grid point (HDF5, resumable)",
+        description="Generate --toys pseudo-experiments at every grid point (toy t at point p is realization t of "
+                    "point p in `fcmlc simulate` with the same seed), scan each over the grid and store the "
+                    "critical Delta-chi2 at each level. The file is written chunk by chunk: rerun the same command "
+                    "after an interruption to resume; the result is identical for any --threads, --chunk-points or "
+                    "Dask scheduler.")
+    add_common_generation_args(p)
+    p.add_argument("--toys", type=int, default=1000, help="pseudo-experiments per grid point (default 1000)")
+    p.add_argument("--levels", default="0.68,0.9,0.95",
+                   help="comma-separated confidence levels in (0, 1) (default 0.68,0.9,0.95)")
+    p.add_argument("-o", "--output", required=True, help="output HDF5 file (resumed if it exists)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file made with other settings")
+    p.set_defaults(func=cmd_fc)
+
+    p = subparsers.add_parser(
+        "wilks", help="chi2 scan of one data vector: Delta-chi2 map, Wilks regions and the 90%% raster limit",
+        description="Scan the chi2 of one data vector over the grid (free normalisations and pulls profiled), and "
+                    "write delta_chi2.npz (maps, Wilks regions at 68.27/90/95/99 %% for 2 dof, 90 %% raster "
+                    "limit per dm2), wilks.png and summary.json to the output directory.")
+    p.add_argument("--experiments", required=True,
+                   help="comma-separated experiment names (see `fcmlc experiments`) or TOML model files")
+    p.add_argument("--grid", type=_grid_type(), default=None, metavar="N|NxM",
+                   help="log grid over the paper's ranges, N x N or NxM points (default 101, the paper's)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", metavar="FILE", help="data vector: text file (.txt/.csv), .npy or .npz (one array)")
+    src.add_argument("--observed", action="store_true", help="the experiments' published data")
+    src.add_argument("--asimov", nargs=2, type=float, metavar=("UE4", "DM2"),
+                     help="the expectation at (|Ue4|, dm2 [eV^2]); with --seed, one random realization there")
+    p.add_argument("--seed", type=int, default=None,
+                   help="with --asimov: draw one realization with this seed instead of the exact expectation")
+    p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    p.add_argument("--fc", default=None, metavar="FILE",
+                   help="also draw the Feldman-Cousins regions from a file written by `fcmlc fc` (same grid)")
+    p.add_argument("-o", "--output", required=True, help="result directory")
+    p.set_defaults(func=cmd_wilks)
+
+
+def _grid_type():
+    from .cli import _grid_arg
+
+    return _grid_arg
+
+
+def parse_levels(text: str) -> tuple:
+    """'0.68,0.9,0.95' -> (0.68, 0.9, 0.95); ValueError for anything outside (0, 1)."""
+    out = []
+    for tok in (t.strip() for t in str(text).split(",")):
+        if not tok:
+            continue
+        try:
+            v = float(tok)
+        except ValueError:
+            raise ValueError(f"--levels: {tok!r} is not a number") from None
+        if not 0 < v < 1:
+            raise ValueError(f"--levels: confidence levels must lie in (0, 1), got {tok}")
+        out.append(v)
+    if not out:
+        raise ValueError("--levels is empty")
+    if len(set(out)) != len(out):
+        raise ValueError(f"--levels: level listed twice in {text!r}")
+    return tuple(out)
+
+
+# ------------------------------------------------------------------------------------------- fc
+
+def cmd_fc(args) -> int:
+    from . import frequentist as fq
+    from .cli import parse_experiments
+    from .physics import Grid
+
+    if args.toys < 1:
+        raise ValueError(f"--toys must be >= 1, got {args.toys}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    levels = parse_levels(args.levels)
+    grid = args.grid or Grid.paper()
+    model = fq.Chi2Model(parse_experiments(args.experiments), grid)
+    t0 = time.perf_counter()
+    res = fq.feldman_cousins(model, n_toys=args.toys, seed=args.seed, levels=levels, out=args.output,
+                             threads=args.threads, chunk_points=args.chunk_points, scheduler=args.scheduler,
+                             progress=not args.no_progress, overwrite=args.overwrite)
+    dt = time.perf_counter() - t0
+    n_done = int(res.done.sum())
+    print(f"{args.output}: Feldman-Cousins critical values of {', '.join(res.experiments)} on a "
+          f"{grid.n_ue4} x {grid.n_dm2} grid, {res.n_toys} toys/point, seed {res.seed}: "
+          f"{n_done}/{grid.n_points} points, {dt:.1f} s this run")
+    for L in res.levels:
+        c = res.critical_value(L)
+        if np.any(res.done):
+            v = c[res.done]
+            print(f"  {100 * L:g}%: critical Delta-chi2 median {np.median(v):.3f} (range {v.min():.3f}-{v.max():.3f});"
+                  f" Wilks 2 dof {fq.wilks_threshold(L, 2):.3f}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- wilks
+
+def _data_vector(args, model) -> tuple[np.ndarray, dict, tuple | None]:
+    from . import frequentist as fq
+    from ._cli_inference import read_vector
+    from .physics import _check_params
+
+    if args.seed is not None and args.asimov is None:
+        raise ValueError("--seed only applies to --asimov (it draws one realization at that point)")
+    if args.data is not None:
+        x = read_vector(args.data, model.n_bins)
+        return x, {"input": "data", "file": str(Path(args.data).resolve())}, None
+    if args.observed:
+        missing = [e.name for e in model.experiments if getattr(e, "observed", None) is None]
+        if missing:
+            raise ValueError(f"no published data for {', '.join(missing)} (of {', '.join(model.names)}); "
+                             "use --data or --asimov")
+        x = np.concatenate([np.asarray(e.observed, dtype=float) for e in model.experiments])
+        return x, {"input": "observed"}, None
+    ue4, dm2 = args.asimov
+    _check_params(ue4, dm2)
+    x = fq.asimov_data(model, ue4, dm2, seed=args.seed)
+    if args.seed is None:
+        return x, {"input": "asimov", "ue4": ue4, "dm2": dm2}, (ue4, dm2)
+    return x, {"input": "realization", "ue4": ue4, "dm2": dm2, "seed": args.seed}, (ue4, dm2)
+
+
+def cmd_wilks(args) -> int:
+    from scipy.stats import chi2 as chi2_dist
+
+    from . import frequentist as fq
+    from .cli import parse_experiments
+    from .physics import Grid
+
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    grid = args.grid or Grid.paper()
+    model = fq.Chi2Model(parse_experiments(args.experiments), grid)
+    fc = None
+    if args.fc is not None:
+        if not Path(args.fc).is_file():
+            raise FileNotFoundError(f"--fc: file {args.fc!r} not found")
+        fc = fq.FCResult.load(args.fc)
+        if fc.grid != grid or tuple(fc.experiments) != tuple(model.names):
+            raise ValueError(f"--fc: {args.fc} was made for {list(fc.experiments)} on a {fc.grid.shape} grid, not "
+                             f"{list(model.names)} on {grid.shape}")
+    x, meta, truth = _data_vector(args, model)
+    t0 = time.perf_counter()
+    scan = fq.chi2_scan(model, x, threads=args.threads)
+    dt = time.perf_counter() - t0
+    delta = scan.delta_chi2
+    regions = scan.wilks(WILKS_CLI_LEVELS)
+    raster = scan.raster(0.90)
+    # no oscillation (s2 = 0) is not a grid point; its chi2 is |r|^2 of the whitened data
+    chi2_null = float(np.sum(model.whiten(x) ** 2))
+    dchi2_null = chi2_null - min(chi2_null, float(scan.min))
+    thr95 = fq.wilks_threshold(0.95, 2)
+    ndof = scan.ndof
+    ub, db = scan.best_point
+    summary = dict(meta)
+    summary.update({
+        "experiments": list(model.names), "grid": grid.to_dict(),
+        "best_fit": {"ue4": ub, "sin2_2theta": scan.best_sin2_2theta, "dm2": db, "index": int(scan.best_index)},
+        "chi2_min": float(scan.min), "ndof": ndof,
+        "gof_p_value": float(chi2_dist.sf(scan.min, ndof)) if ndof > 0 else None,
+        "chi2_null": chi2_null, "delta_chi2_null": dchi2_null,
+        "null_excluded_95_wilks_2dof": bool(dchi2_null > thr95),
+        "wilks_thresholds_2dof": {f"{L:g}": fq.wilks_threshold(L, 2) for L in WILKS_CLI_LEVELS},
+        "region_cells": {f"{L:g}": int(m.sum()) for L, m in regions.items()},
+        "raster_90_limits_found": int(np.isfinite(raster).sum()),
+        "scan_seconds": dt,
+    })
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    arrays = {"chi2": scan.chi2, "delta_chi2": delta, "ue4": grid.ue4, "dm2": grid.dm2,
+              "sin2_2theta": grid.sin2_2theta, "x": x, "chi2_min": np.float64(scan.min),
+              "best_index": np.int64(scan.best_index), "levels": np.asarray(WILKS_CLI_LEVELS),
+              "raster_90_ue4": raster}
+    for L, m in regions.items():
+        arrays[f"wilks_{L:g}"] = m
+    if fc is not None:
+        for L in fc.levels:
+            arrays[f"fc_{L:g}"] = fc.region(delta, L)
+        summary["fc_file"] = str(Path(args.fc).resolve())
+        summary["fc_region_cells"] = {f"{L:g}": int(fc.region(delta, L).sum()) for L in fc.levels}
+    np.savez_compressed(out / "delta_chi2.npz", **arrays)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    _plot(out / "wilks.png", grid, regions, raster, scan.best_point, truth, model.names, fc, delta)
+
+    print(f"Wilks scan of {', '.join(model.names)} ({meta['input']}, {grid.n_ue4} x {grid.n_dm2} grid, "
+          f"{dt * 1e3:.1f} ms) -> {out}")
+    print(f"  best fit: |Ue4| = {ub:.4g}, sin^2(2 theta) = {scan.best_sin2_2theta:.4g}, dm2 = {db:.4g} eV^2")
+    p = summary["gof_p_value"]
+    print(f"  chi2_min / ndof = {scan.min:.2f} / {ndof}" + (f" (p = {p:.3g})" if p is not None else ""))
+    print(f"  no oscillation: Delta-chi2 = {dchi2_null:.2f}; "
+          f"{'excluded' if dchi2_null > thr95 else 'not excluded'} at 95% (Wilks, 2 dof: {thr95:.2f})")
+    for L, m in regions.items():
+        print(f"  {100 * L:g}% region (Delta-chi2 <= {fq.wilks_threshold(L, 2):.2f}): {int(m.sum())} of "
+              f"{grid.n_points} grid points")
+    return 0
+
+
+def _plot(path, grid, regions, raster, best, truth, names, fc, delta):
+    from matplotlib.figure import Figure
+
+    from .plotting import draw_lines, draw_mask, level_label, setup_oscillation_axes
+
+    fig = Figure(figsize=(6.2, 5.0), layout="constrained")
+    ax = fig.subplots()
+    setup_oscillation_axes(ax, ue4_range=grid.ue4_range, dm2_range=grid.dm2_range,
+                           title=f"Wilks regions (2 dof): {', '.join(names)}")
+    styles = ("-", "--", ":", "-.")
+    for (L, m), ls in zip(sorted(regions.items()), styles):
+        draw_mask(ax, m, grid.ue4, grid.dm2, label=f"Wilks {level_label(L)}", color="tab:blue", linestyle=ls)
+    ok = np.isfinite(raster)
+    if np.any(ok):
+        draw_lines(ax, [np.column_stack([raster[ok], grid.dm2[ok]])], label="90% raster limit", color="k",
+                   linewidth=1.2)
+    if fc is not None:
+        for L, ls in zip(fc.levels, styles):
+            draw_mask(ax, fc.region(delta, L), grid.ue4, grid.dm2, label=f"FC {level_label(L)}", color="tab:red",
+                      linestyle=ls)
+    from .plotting import to_xaxis
+
+    ax.plot(to_xaxis(best[0]), best[1], "*", color="tab:orange", markersize=10, label="best fit")
+    if truth is not None and truth[0] > 0 and truth[1] > 0:
+        ax.plot(to_xaxis(truth[0]), truth[1], "x", color="k", markersize=8, label="truth")
+    ax.legend(loc="lower left", fontsize=8)
+    fig.savefig(path, dpi=120)

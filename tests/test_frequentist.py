@@ -1,0 +1,561 @@
+"""Frequentist inference: chi2 scans against a plain NumPy reference, Wilks regions and raster
+limits, Feldman-Cousins critical values against exact results (Wilks' theorem for a linear-
+Gaussian model, Chernoff's mixture at a physical boundary), determinism (threads, chunking,
+Dask, resume) and the `fc` / `wilks` commands.
+
+Monte Carlo checks use order-statistic bounds: the FC critical value at level L from n toys is
+the k-th smallest Delta-chi2 (k = ceil(L n)), and for continuous toys with CDF F,
+F(X_(k)) ~ Beta(k, n - k + 1) exactly. A check accepts X_(k) in
+[F^-1(Beta^-1(a/2)) - eps, F^-1(Beta^-1(1 - a/2))] with a = 1e-4 per comparison; eps is the
+grid-discretisation bound computed in the test (the grid minimum can only lie above the
+continuous minimum, so the grid Delta-chi2 can only be *smaller*, by at most eps).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from scipy import stats
+
+from fcmlc import experiments as ex
+from fcmlc import frequentist as fq
+from fcmlc.physics import Grid, sin2_2theta, ue4_from_sin2_2theta
+from fcmlc.simulation import realizations
+
+SMALL = Grid(shape=(11, 11))
+MIXED = ["STEREO", "DANSS", "BEST"]  # linear covariance, non-linear covariance (ratio), pulls
+ALPHA = 1e-4  # two-sided false-failure probability of one order-statistic comparison
+
+
+# --- a NumPy reference chi2 (independent of the whitening / kernel route) -------------------
+
+
+def _reference_chi2(experiments, grid, X):
+    """chi2 (n_data, n_points) by the textbook formula: with P = C^+ - C^+ V (V^T C^+ V)^+ V^T C^+
+    (the free normalisations V profiled analytically), chi2 = sum_e (x_e - mu_e)^T P_e (x_e - mu_e),
+    mu_e from the experiment's own ``expectation_grid``."""
+    X = np.atleast_2d(np.asarray(X, dtype=float))
+    total = np.zeros((X.shape[0], grid.n_points))
+    off = 0
+    for e in experiments:
+        n = e.n_bins
+        mu = np.asarray(e.expectation_grid(grid), dtype=float)
+        Ci = np.linalg.pinv(np.asarray(e.covariance, dtype=float), rcond=1e-10, hermitian=True)
+        V = e.nuisance_directions
+        P = Ci
+        if V is not None and np.shape(V)[1] > 0:
+            CV = Ci @ V
+            P = Ci - CV @ np.linalg.pinv(V.T @ CV) @ CV.T
+        R = X[:, None, off:off + n] - mu[None]
+        total += np.einsum("xpi,ij,xpj->xp", R, P, R)
+        off += n
+    return total
+
+
+class LinearGaussian:
+    """A duck-typed experiment (what Chi2Model and the samplers read): mu = N0 - s2 D(dm2),
+    Gaussian covariance C, optional free normalisation V = N0 (profiled in the chi2, generated
+    with a relative spread norm_prior)."""
+
+    kind = "covariance"
+    linear_in_s2 = True
+    observed = None
+
+    def __init__(self, name, N0, C, deficit, normalisation=True, norm_prior=0.05, stream_id=12345):
+        self.name = name
+        self.null_expectation = np.asarray(N0, dtype=float)
+        self.n_bins = self.null_expectation.size
+        self.covariance = np.asarray(C, dtype=float)
+        self._deficit = deficit
+        self.nuisance_directions = self.null_expectation[:, None].copy() if normalisation else None
+        self.generation_covariance = self.covariance.copy()
+        if normalisation:
+            self.generation_covariance += norm_prior**2 * np.outer(self.null_expectation, self.null_expectation)
+        self.stream_id = stream_id
+        self.definition_hash = f"test-{name}"
+
+    def deficit(self, dm2):
+        return np.array([self._deficit(float(d)) for d in np.atleast_1d(dm2)])
+
+    def expectation(self, ue4, dm2):
+        s2 = sin2_2theta(np.asarray(ue4, dtype=float))
+        return self.null_expectation - s2[..., None] * self.deficit(np.ravel(dm2)).reshape(np.shape(s2) + (-1,))
+
+    def expectation_grid(self, grid):
+        p = grid.points()
+        return self.null_expectation - sin2_2theta(p[:, 0])[:, None] * self.deficit(p[:, 1])
+
+
+def _profiled_precision(e):
+    Ci = np.linalg.inv(e.covariance)
+    V = e.nuisance_directions
+    if V is None:
+        return Ci
+    CV = Ci @ V
+    return Ci - CV @ np.linalg.inv(V.T @ CV) @ CV.T
+
+
+def _correlated_cov(N0, rho=0.3):
+    s = np.sqrt(N0)
+    i = np.arange(N0.size)
+    return np.outer(s, s) * rho ** np.abs(i[:, None] - i[None, :])
+
+
+def _two_parameter_experiment(sigma=0.02):
+    """mu = N0 - s2 (v1 + ln(dm2) v2): linear in (a, b) = (s2, s2 ln dm2), Fisher matrix
+    diag(1/sigma^2) after profiling the normalisation, so Wilks' theorem (2 dof) is exact for
+    the continuous MLE when it stays inside the grid."""
+    n = 10
+    N0 = np.linspace(800.0, 1200.0, n)
+    C = _correlated_cov(N0)
+    tmp = LinearGaussian("LG2", N0, C, lambda d: np.zeros(n))
+    P = _profiled_precision(tmp)
+    t = np.linspace(-1, 1, n)
+    v1, v2 = N0 * (1 + 0.8 * t), N0 * np.sin(2.5 * t)
+    v2 = v2 - (v1 @ P @ v2) / (v1 @ P @ v1) * v1
+    v1 = v1 / (sigma * np.sqrt(v1 @ P @ v1))
+    v2 = v2 / (sigma * np.sqrt(v2 @ P @ v2))
+    return LinearGaussian("LG2", N0, C, lambda d: v1 + np.log(d) * v2)
+
+
+def _order_statistic_band(n, level, ppf, alpha=ALPHA):
+    k = fq.order_statistic_index(level, n) + 1
+    lo, hi = stats.beta.ppf([alpha / 2, 1 - alpha / 2], k, n - k + 1)
+    return float(ppf(lo)), float(ppf(hi))
+
+
+def _discretisation_bound(model, ue4_samples, dm2_samples):
+    """max over continuous parameter points q of min_grid chi2(Asimov(q)): for a linear model this
+    is exactly how far the grid minimum can lie above the continuous minimum of a toy whose MLE
+    is q (Pythagoras in whitened space)."""
+    X = np.stack([fq.asimov_data(model, u, d) for u, d in zip(ue4_samples, dm2_samples)])
+    return float(np.max(fq.chi2_scan(model, X).min))
+
+
+# --- chi2 scan vs the NumPy reference --------------------------------------------------------
+
+
+@pytest.mark.parametrize("names,grid", [
+    (["STEREO"], Grid.paper()),
+    (["BEST"], Grid(shape=(31, 27))),
+    (["GALLIUM", "BEST"], Grid(shape=(31, 27))),
+    (MIXED, Grid(shape=(25, 21))),
+])
+def test_chi2_scan_matches_numpy_reference(names, grid):
+    model = fq.Chi2Model(names, grid)
+    exps = [ex.load(n) for n in names]
+    pts = grid.points()[[grid.n_points // 3, grid.n_points - 5]]
+    X = realizations(exps, pts[:, 0], pts[:, 1], n_per_point=2, seed=5).reshape(4, -1)
+    ref = _reference_chi2(exps, grid, X)
+    scan = fq.chi2_scan(model, X, threads=2)
+    got = scan.chi2.reshape(4, -1)
+    # float64 throughout; covariances have condition numbers <= ~1e2, chi2 ~ 1e2: the two routes
+    # (inverse vs whitening + projection) agree to ~1e-12 relative; 1e-9 leaves room for BLAS order
+    np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(scan.min, ref.min(axis=1), rtol=1e-9, atol=1e-9)
+    for i in range(4):  # the reported location attains the minimum (ties may pick either twin)
+        assert ref[i, scan.best_index[i]] == pytest.approx(ref[i].min(), rel=1e-9, abs=1e-9)
+    one = fq.chi2_scan(model, X[1])
+    np.testing.assert_array_equal(one.chi2, scan.chi2[1])
+    assert one.min == scan.min[1] and one.best_index == scan.best_index[1]
+    assert model.n_effective_bins == sum(e.n_bins - (0 if e.nuisance_directions is None
+                                                     else e.nuisance_directions.shape[1]) for e in exps)
+
+
+def test_chi2_scan_threads_and_input_forms():
+    model = fq.Chi2Model(MIXED, SMALL)
+    exps = model.experiments
+    X = realizations(exps, [0.1, 0.2, 0.05], [1.0, 2.0, 0.5], n_per_point=3, seed=1).reshape(9, -1)
+    a = fq.chi2_scan(model, X, threads=1)
+    b = fq.chi2_scan(model, X, threads=2)
+    np.testing.assert_array_equal(a.chi2, b.chi2)
+    parts = np.split(X[0], np.cumsum(model.n_bins_each)[:-1])
+    np.testing.assert_array_equal(fq.chi2_scan(model, dict(zip(model.names, parts))).chi2, a.chi2[0])
+    np.testing.assert_array_equal(fq.chi2_scan(model, list(parts)).chi2, a.chi2[0])
+
+
+# --- Wilks and raster ------------------------------------------------------------------------
+
+
+def test_wilks_thresholds_and_regions():
+    # the 2-dof values quoted in the paper (to their 2 decimals) and the 1-dof 90 % raster value
+    for L, v in [(0.6827, 2.30), (0.90, 4.61), (0.95, 5.99), (0.99, 9.21)]:
+        assert round(fq.wilks_threshold(L, 2), 2) == v
+    assert round(fq.wilks_threshold(0.90, 1), 2) == 2.71
+    rng = np.random.default_rng(0)
+    d = rng.uniform(0, 12, size=(5, 6))
+    regs = fq.wilks_regions(d)
+    assert sorted(regs) == list(fq.WILKS_LEVELS)
+    for L, m in regs.items():
+        np.testing.assert_array_equal(m, d <= stats.chi2.ppf(L, 2))
+    with pytest.raises(ValueError, match="NaN"):
+        fq.wilks_regions(np.full((2, 2), np.nan))
+    with pytest.raises(ValueError, match=r"\(0, 1\)"):
+        fq.wilks_threshold(1.5)
+
+
+def test_raster_limits_exact_for_piecewise_linear_rows():
+    g = Grid(shape=(41, 5))
+    logu = np.log(g.ue4)
+    slopes = np.array([2.0, 5.0, 10.0, 40.0, 0.0])  # last row: flat, never crosses
+    best = np.array([0, 3, 10, 20, 0])
+    d = np.abs(logu[None, :] - logu[best][:, None]) * slopes[:, None] + 0.7  # offset removed per row
+    lim = fq.raster_limits(d, 0.90, g)
+    thr = stats.chi2.ppf(0.90, 1)
+    expect = np.exp(logu[best] + thr / np.where(slopes > 0, slopes, np.nan))
+    expect[expect > g.ue4[-1]] = np.nan  # no crossing inside the grid
+    np.testing.assert_allclose(lim, expect, rtol=1e-12)  # linear in log|Ue4|: interpolation is exact
+    assert np.isnan(lim[-1])
+    with pytest.raises(ValueError, match="does not match"):
+        fq.raster_limits(d, 0.9, Grid(shape=(5, 41)))
+
+
+# --- toys are the realizations of simulate ---------------------------------------------------
+
+
+def test_fc_toys_are_simulate_realizations():
+    model = fq.Chi2Model(MIXED, SMALL).prepare_toys()
+    pids = np.array([3, 60, 117])
+    delta, best = fq.fc_toys(model, pids, 9, seed=21, return_best=True)
+    pts = SMALL.points()[pids]
+    for i, p in enumerate(pids):
+        X = realizations(model.experiments, pts[i:i + 1, 0], pts[i:i + 1, 1], n_per_point=9, seed=21,
+                         point_ids=[p])[0]
+        scan = fq.chi2_scan(model, X)
+        ref = scan.chi2.reshape(9, -1)[:, p] - scan.min
+        # toys are formed in whitened space (c + M z) instead of whitening x = mu + F z: rounding only
+        np.testing.assert_allclose(delta[i], ref, rtol=0, atol=1e-8)
+        np.testing.assert_array_equal(best[i], scan.best_index)
+    # toy_offset: toys 4..8 are the same toys
+    np.testing.assert_array_equal(fq.fc_toys(model, pids, 5, seed=21, toy_offset=4), delta[:, 4:])
+    assert np.all(delta >= 0)
+
+
+# --- Feldman-Cousins against exact results ---------------------------------------------------
+
+
+def test_fc_equals_wilks_for_linear_gaussian_model():
+    sigma = 0.02
+    e = _two_parameter_experiment(sigma)
+    s_lo, s_hi = 0.25 - 8 * sigma, 0.25 + 8 * sigma
+    grid = Grid(ue4_range=(float(ue4_from_sin2_2theta(s_lo)), float(ue4_from_sin2_2theta(s_hi))),
+                dm2_range=(float(np.exp(-1.2)), float(np.exp(1.2))), shape=(101, 151))
+    model = fq.Chi2Model([e], grid)
+    iu, idm = np.argmin(np.abs(grid.sin2_2theta - 0.25)), 75
+    pids = [int(grid.index(iu, idm)), int(grid.index(iu + 7, idm - 9)), int(grid.index(iu - 6, idm + 11))]
+    # discretisation bound from continuous points within 3.5 sigma (in a and b) of the truths
+    rng = np.random.default_rng(1)
+    us, ds = [], []
+    for p in pids:
+        u0, d0 = grid.points()[p]
+        a = sin2_2theta(u0) + sigma * rng.uniform(-3.5, 3.5, 300)
+        b = sin2_2theta(u0) * np.log(d0) + sigma * rng.uniform(-3.5, 3.5, 300)
+        us.append(ue4_from_sin2_2theta(a))
+        ds.append(np.exp(b / a))
+    eps = _discretisation_bound(model, np.concatenate(us), np.concatenate(ds))
+    assert eps < 0.05  # the grid resolves sigma well; keeps the check sharp
+    n = 3000
+    levels = (0.6827, 0.90, 0.95)
+    res = fq.feldman_cousins(model, n_toys=n, seed=3, levels=levels, points=pids, progress=False)
+    for L in levels:
+        lo, hi = _order_statistic_band(n, L, lambda q: stats.chi2.ppf(q, 2))
+        c = res.critical_value(L).ravel()[pids]
+        assert np.all(c >= lo - eps) and np.all(c <= hi), (L, c, lo - eps, hi)
+
+
+def test_fc_below_wilks_at_physical_boundary():
+    """mu = N0 - s2 v with s2 >= 0 and the truth at the smallest grid s2 (~1e-9 << sigma): the
+    Delta-chi2 of the toys is Chernoff's 1/2 chi2_0 + 1/2 chi2_1 (dm2 does not enter), so the FC
+    critical value at level L is chi2_1^-1(2L - 1), far below Wilks' 2-dof (and 1-dof) value."""
+    sigma = 0.01
+    n = 12
+    N0 = np.full(n, 1000.0)
+    C = _correlated_cov(N0, 0.2)
+    tmp = LinearGaussian("LB", N0, C, lambda d: np.zeros(n))
+    P = _profiled_precision(tmp)
+    v = N0 * np.linspace(0.5, 1.5, n) ** 2
+    v = v / (sigma * np.sqrt(v @ P @ v))
+    e = LinearGaussian("LB", N0, C, lambda d: v)
+    grid = Grid(ue4_range=(1e-5, float(ue4_from_sin2_2theta(30 * sigma))), shape=(401, 3))
+    model = fq.Chi2Model([e], grid)
+    assert grid.sin2_2theta[0] < 1e-6 * sigma
+    eps = _discretisation_bound(model, ue4_from_sin2_2theta(np.linspace(1e-6, 4 * sigma, 400)), np.ones(400))
+    assert eps < 0.02
+    mix_ppf = lambda q: stats.chi2.ppf(max(2 * q - 1, 0.0), 1)  # noqa: E731
+    n_toys = 4000
+    levels = (0.68, 0.90, 0.95)
+    pids = [int(grid.index(0, j)) for j in (0, 1, 2)]
+    res = fq.feldman_cousins(model, n_toys=n_toys, seed=8, levels=levels, points=pids, progress=False)
+    for L in levels:
+        lo, hi = _order_statistic_band(n_toys, L, mix_ppf)
+        c = res.critical_value(L).ravel()[pids]
+        assert np.all(c >= lo - eps) and np.all(c <= hi), (L, c, lo - eps, hi)
+        assert np.all(c < fq.wilks_threshold(L, 1) - 0.5) and np.all(c < fq.wilks_threshold(L, 2) - 1.5)
+    # about half of the toys fit best at the boundary (Delta = 0 up to eps)
+    d = fq.fc_toys(model, pids[:1], n_toys, seed=8)[0]
+    frac0 = np.mean(d <= eps)
+    assert abs(frac0 - 0.5) < 4.5 * np.sqrt(0.25 / n_toys)
+
+
+def test_fc_region_and_critical_values_convention():
+    d = np.array([[3.0, 1.0, 2.0, 4.0, 0.5]])
+    # ceil(0.6 * 5) = 3rd smallest = 2.0; ceil(0.9 * 1000) = 900th smallest, no float fuzz
+    assert fq.critical_values(d, [0.6])[0, 0] == 2.0
+    assert fq.order_statistic_index(0.9, 1000) == 899
+    res = fq.feldman_cousins("STEREO", SMALL, n_toys=20, seed=1, levels=(0.9,), points=[5, 6], progress=False)
+    assert res.done.sum() == 2 and np.isnan(res.critical).sum() == SMALL.n_points - 2
+    dc = np.zeros((SMALL.n_dm2, SMALL.n_ue4))
+    reg = res.region(dc, 0.9)
+    assert reg.sum() == 2  # points not computed are outside
+    with pytest.raises(ValueError, match="level 0.5 was not computed"):
+        res.critical_value(0.5)
+
+
+# --- determinism, resume, Dask -----------------------------------------------------------------
+
+
+def _file_digest(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _contents(path):
+    with h5py.File(path, "r") as f:
+        return {k: f[k][...] for k in f}, {k: f.attrs[k] for k in f.attrs}
+
+
+@pytest.fixture(scope="module")
+def fc_model():
+    return fq.Chi2Model(MIXED, SMALL).prepare_toys()
+
+
+@pytest.fixture(scope="module")
+def fc_reference(fc_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fc") / "ref.h5"
+    res = fq.feldman_cousins(fc_model, n_toys=40, seed=7, out=out, threads=1, chunk_points=200, progress=False)
+    assert res.complete
+    return out, res
+
+
+def test_fc_identical_for_threads_and_chunking(fc_model, fc_reference, tmp_path):
+    _, ref = fc_reference
+    for threads, chunk in [(2, 7), (2, 121), (1, 1000)]:
+        r = fq.feldman_cousins(fc_model, n_toys=40, seed=7, threads=threads, chunk_points=chunk, progress=False)
+        np.testing.assert_array_equal(r.critical, ref.critical)
+    other = fq.feldman_cousins(fc_model, n_toys=40, seed=8, threads=2, progress=False)
+    assert not np.array_equal(other.critical, ref.critical)
+
+
+def test_fc_resume_gives_identical_file(fc_model, fc_reference, tmp_path, monkeypatch):
+    ref_path, _ = fc_reference
+    # 1) a partial run over some points, then the full run
+    p1 = tmp_path / "partial.h5"
+    r = fq.feldman_cousins(fc_model, n_toys=40, seed=7, out=p1, threads=2, chunk_points=200,
+                           points=np.arange(30, 77), progress=False)
+    assert not r.complete and r.done.sum() == 47
+    fq.feldman_cousins(fc_model, n_toys=40, seed=7, out=p1, threads=2, chunk_points=200, progress=False)
+    assert _file_digest(p1) == _file_digest(ref_path)
+    # 2) interrupted mid-run (Ctrl-C after the third chunk), then resumed with other threads/chunks
+    p2 = tmp_path / "killed.h5"
+    real = fq._fc_chunk
+    calls = {"n": 0}
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(fq, "_fc_chunk", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        fq.feldman_cousins(fc_model, n_toys=40, seed=7, out=p2, threads=1, chunk_points=10, progress=False)
+    monkeypatch.setattr(fq, "_fc_chunk", real)
+    with h5py.File(p2, "r") as f:
+        assert f["done"][...].sum() == 30 and not f.attrs["complete"]
+    res = fq.feldman_cousins(fc_model, n_toys=40, seed=7, out=p2, threads=2, chunk_points=33, progress=False)
+    assert res.complete
+    assert _file_digest(p2) == _file_digest(ref_path)
+    # a finished file is loaded, not recomputed
+    monkeypatch.setattr(fq, "_fc_chunk", lambda *a, **k: pytest.fail("recomputed a finished file"))
+    again = fq.feldman_cousins(fc_model, n_toys=40, seed=7, out=p2, progress=False)
+    np.testing.assert_array_equal(again.critical, res.critical)
+
+
+def test_fc_dask_local_cluster_identical(fc_model, fc_reference):
+    distributed = pytest.importorskip("distributed")
+    _, ref = fc_reference
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as lc, \
+            distributed.Client(lc) as client:
+        r = fq.feldman_cousins(fc_model, n_toys=40, seed=7, scheduler=client, chunk_points=9, threads=1,
+                               progress=False)
+    np.testing.assert_array_equal(r.critical, ref.critical)
+
+
+def test_fc_file_settings_mismatch_refused(fc_model, fc_reference, tmp_path):
+    ref_path, ref = fc_reference
+    p = tmp_path / "x.h5"
+    p.write_bytes(ref_path.read_bytes())
+    before = _file_digest(p)
+    for kw, what in [({"seed": 8}, "seed"), ({"n_toys": 41}, "n_toys"), ({"levels": (0.9,)}, "levels")]:
+        args = {"n_toys": 40, "seed": 7, **kw}
+        with pytest.raises(ValueError, match=f"different settings.*{what}"):
+            fq.feldman_cousins(fc_model, out=p, progress=False, **args)
+    with pytest.raises(ValueError, match="different settings.*experiments"):
+        fq.feldman_cousins(fq.Chi2Model(["STEREO"], SMALL), n_toys=40, seed=7, out=p, progress=False)
+    assert _file_digest(p) == before  # untouched
+    junk = tmp_path / "junk.h5"
+    junk.write_text("not hdf5")
+    with pytest.raises(ValueError, match="cannot be read as HDF5"):
+        fq.feldman_cousins(fc_model, n_toys=40, seed=7, out=junk, progress=False)
+    r = fq.feldman_cousins(fc_model, n_toys=40, seed=8, out=p, overwrite=True, progress=False, threads=2)
+    assert r.seed == 8 and r.complete and _file_digest(p) != before
+    loaded = fq.FCResult.load(ref_path)
+    np.testing.assert_array_equal(loaded.critical, ref.critical)
+    assert loaded.experiments == tuple(MIXED) and loaded.n_toys == 40 and loaded.grid == SMALL
+
+
+def test_bad_inputs_give_clear_errors(fc_model):
+    x = fq.asimov_data(fc_model, 0.1, 1.0)
+    bad = x.copy()
+    bad[130] = np.nan  # STEREO has 126 bins: DANSS bin 4
+    with pytest.raises(ValueError, match="non-finite value.*DANSS bin 4"):
+        fq.chi2_scan(fc_model, bad)
+    with pytest.raises(ValueError, match=f"must have {fc_model.n_bins} bins"):
+        fq.chi2_scan(fc_model, x[:-1])
+    with pytest.raises(ValueError, match="data dict must have exactly the keys"):
+        fq.chi2_scan(fc_model, {"STEREO": x[:126]})
+    for kw, msg in [({"n_toys": 0}, "n_toys"), ({"seed": -1}, "seed"), ({"levels": (0.9, 1.0)}, r"\(0, 1\)"),
+                    ({"points": [SMALL.n_points]}, "points"), ({"chunk_points": 0}, "chunk_points"),
+                    ({"backend": "gpu"}, "backend")]:
+        with pytest.raises(ValueError, match=msg):
+            fq.feldman_cousins(fc_model, **{"n_toys": 5, **kw}, progress=False)
+    with pytest.raises(ValueError, match="unknown|available|STERIO"):
+        fq.Chi2Model("STERIO", SMALL)
+    with pytest.raises(ValueError, match="more than once"):
+        fq.Chi2Model("STEREO,STEREO", SMALL)
+    e = _two_parameter_experiment()
+    e.covariance = -e.covariance
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        fq.Chi2Model([e], SMALL)
+
+
+# --- command line -----------------------------------------------------------------------------
+
+
+def test_cli_fc_and_wilks_end_to_end(tmp_path, capsys):
+    from fcmlc.cli import main
+
+    fc = tmp_path / "fc.h5"
+    args = ["fc", "--experiments", "STEREO,BEST", "--grid", "11", "--toys", "50", "--seed", "4", "-o", str(fc),
+            "--threads", "2", "--no-progress", "--levels", "0.68,0.9"]
+    assert main(args) == 0
+    res = fq.FCResult.load(fc)
+    assert res.complete and res.levels == (0.68, 0.9) and res.n_toys == 50 and res.seed == 4
+    direct = fq.feldman_cousins("STEREO,BEST", SMALL, n_toys=50, seed=4, levels=(0.68, 0.9), progress=False)
+    np.testing.assert_array_equal(res.critical, direct.critical)
+    assert main(args[:-2] + ["--levels", "0.68,0.95"]) == 2  # other settings, same file
+    assert "different settings" in capsys.readouterr().err
+    assert main(args[:-2] + ["--levels", "0.68,1.2"]) == 2
+    assert "(0, 1)" in capsys.readouterr().err
+
+    model = fq.Chi2Model("STEREO,BEST", SMALL)
+    x = fq.asimov_data(model, 0.2, 1.5, seed=3)
+    for suffix in (".txt", ".npy", ".csv"):
+        f = tmp_path / f"x{suffix}"
+        if suffix == ".npy":
+            np.save(f, x)
+        else:
+            np.savetxt(f, x, delimiter="," if suffix == ".csv" else " ")
+        out = tmp_path / f"w{suffix[1:]}"
+        assert main(["wilks", "--experiments", "STEREO,BEST", "--grid", "11", "--data", str(f), "-o", str(out),
+                     "--fc", str(fc)]) == 0
+    text = capsys.readouterr().out
+    assert "best fit" in text and "chi2_min / ndof" in text and "95%" in text
+    z = np.load(out / "delta_chi2.npz")
+    scan = fq.chi2_scan(model, x)
+    np.testing.assert_allclose(z["delta_chi2"], scan.delta_chi2, rtol=1e-12, atol=1e-9)
+    for L, thr in [(0.6827, 2.30), (0.9, 4.61), (0.95, 5.99), (0.99, 9.21)]:
+        np.testing.assert_array_equal(z[f"wilks_{L:g}"], scan.delta_chi2 <= fq.wilks_threshold(L, 2))
+        assert abs(fq.wilks_threshold(L, 2) - thr) < 0.005
+    np.testing.assert_array_equal(z["raster_90_ue4"], scan.raster(0.9))
+    np.testing.assert_array_equal(z["fc_0.9"], res.region(scan.delta_chi2, 0.9))
+    s = json.loads((out / "summary.json").read_text())
+    assert s["best_fit"]["index"] == scan.best_index and s["ndof"] == model.n_effective_bins - 2
+    dnull = float(np.sum(model.whiten(x) ** 2)) - scan.min
+    assert s["null_excluded_95_wilks_2dof"] == (dnull > 5.991)
+    assert (out / "wilks.png").stat().st_size > 1000
+
+    # --asimov (exact expectation: best fit at the truth's grid point, chi2_min ~ 0)
+    out = tmp_path / "asimov"
+    p = SMALL.points()[60]
+    assert main(["wilks", "--experiments", "STEREO", "--grid", "11", "--asimov", str(p[0]), str(p[1]),
+                 "-o", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert s["best_fit"]["index"] == 60 and s["chi2_min"] < 1e-8
+    # bad inputs -> exit code 2 with a message
+    bad = tmp_path / "bad.txt"
+    np.savetxt(bad, x[:-1])
+    assert main(["wilks", "--experiments", "STEREO,BEST", "--grid", "11", "--data", str(bad), "-o",
+                 str(tmp_path / "b")]) == 2
+    assert "needs one vector of 128 values" in capsys.readouterr().err
+    np.savetxt(bad, np.where(np.arange(x.size) == 3, np.nan, x))
+    assert main(["wilks", "--experiments", "STEREO,BEST", "--grid", "11", "--data", str(bad), "-o",
+                 str(tmp_path / "b")]) == 2
+    assert "non-finite value (nan) in STEREO bin 3" in capsys.readouterr().err
+    assert main(["wilks", "--experiments", "STEREO", "--grid", "11", "--observed", "--seed", "2", "-o",
+                 str(tmp_path / "b")]) == 2
+    assert "--seed only applies to --asimov" in capsys.readouterr().err
+    assert main(["wilks", "--experiments", "STEREO", "--grid", "11", "--observed", "-o", str(tmp_path / "b")]) == 2
+    assert "no published data for STEREO" in capsys.readouterr().err
+    assert main(["wilks", "--experiments", "GALLIUM,BEST", "--grid", "11", "--observed", "-o",
+                 str(tmp_path / "obs")]) == 0
+
+
+# --- the optional torch backend ---------------------------------------------------------------
+
+
+def _boundary_model():
+    sigma, n = 0.01, 12
+    N0 = np.full(n, 1000.0)
+    C = _correlated_cov(N0, 0.2)
+    P = _profiled_precision(LinearGaussian("LB", N0, C, lambda d: np.zeros(n)))
+    v = N0 * np.linspace(0.5, 1.5, n) ** 2
+    v = v / (sigma * np.sqrt(v @ P @ v))
+    grid = Grid(ue4_range=(1e-5, float(ue4_from_sin2_2theta(30 * sigma))), shape=(401, 3))
+    return fq.Chi2Model([LinearGaussian("LB", N0, C, lambda d: v)], grid)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not (lambda: __import__("importlib").util.find_spec("torch") is not None
+         and __import__("torch").cuda.is_available())(), reason="needs CUDA"))])
+def test_torch_backend_statistically_equivalent(device, tmp_path):
+    torch = pytest.importorskip("torch")  # noqa: F841
+    # pull experiments: the torch backend uses simulate's own pull sampler -> the same toys
+    model = fq.Chi2Model(["GALLIUM", "BEST"], SMALL)
+    pids = [0, 57, 120]
+    np.testing.assert_allclose(fq.fc_toys(model, pids, 64, seed=2, backend="torch", device=device),
+                               fq.fc_toys(model, pids, 64, seed=2), rtol=0, atol=1e-9)
+    # Gaussian experiments: other draws, same distribution (Chernoff mixture at the boundary,
+    # order-statistic bands as in test_fc_below_wilks_at_physical_boundary; eps there < 0.02)
+    m = _boundary_model()
+    n_toys, levels = 4000, (0.68, 0.90, 0.95)
+    res = fq.feldman_cousins(m, n_toys=n_toys, seed=8, levels=levels, points=[0, 1], progress=False,
+                             backend="torch", device=device)
+    assert res.toy_source == f"torch-{device}"
+    mix_ppf = lambda q: stats.chi2.ppf(max(2 * q - 1, 0.0), 1)  # noqa: E731
+    for L in levels:
+        lo, hi = _order_statistic_band(n_toys, L, mix_ppf)
+        c = res.critical_value(L).ravel()[[0, 1]]
+        assert np.all(c >= lo - 0.02) and np.all(c <= hi), (L, c)
+    # deterministic and independent of chunking; the toy source is part of the file's settings
+    out = tmp_path / "t.h5"
+    a = fq.feldman_cousins("STEREO,DANSS", SMALL, n_toys=30, seed=1, out=out, chunk_points=50, progress=False,
+                           backend="torch", device=device)
+    b = fq.feldman_cousins("STEREO,DANSS", SMALL, n_toys=30, seed=1, chunk_points=7, progress=False,
+                           backend="torch", device=device)
+    np.testing.assert_array_equal(a.critical, b.critical)
+    with pytest.raises(ValueError, match="toy_source"):
+        fq.feldman_cousins("STEREO,DANSS", SMALL, n_toys=30, seed=1, out=out, progress=False)
