@@ -71,6 +71,8 @@ def _experiment_set(experiments):
         return experiments
     if isinstance(experiments, str):
         experiments = [s for s in experiments.split(",") if s.strip()]
+    elif hasattr(experiments, "n_bins") and hasattr(experiments, "kind"):  # one Experiment
+        experiments = [experiments]
     items = [ex.load(e.strip()) if isinstance(e, str) else e for e in experiments]
     if not items:
         raise ValueError("no experiments given")

@@ -1,0 +1,180 @@
+"""`fcmlc coverage` and `fcmlc compare`: validation commands (registered by :mod:`fcmlc.cli`)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _grid(text):
+    from .cli import _grid_arg
+
+    return _grid_arg(text)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "coverage", help="coverage check of FCMLC credible regions (and Wilks / Feldman-Cousins regions)",
+        description="Draw truths uniformly in log10|Ue4|, log10 dm2, simulate one realization each, fit it with "
+                    "FCMLC and scan chi2, and record how often each method's region at each level contains the "
+                    "truth (paper Sec. II C 2, Fig. 4). Writes coverage.npz (every trial), coverage.json "
+                    "(summary) and coverage.png to the output directory.")
+    p.add_argument("model", help="model directory written by `fcmlc train`")
+    p.add_argument("--trials", type=int, default=2000, help="number of trials (default 2000, as in the paper)")
+    p.add_argument("-o", "--output", required=True, help="result directory")
+    p.add_argument("--fc", default=None, metavar="FILE",
+                   help="Feldman-Cousins result (`fcmlc fc` HDF5) for the model's experiments: adds FC coverage")
+    p.add_argument("--seed", type=int, default=0, help="seed of truths, realizations and dropout masks (default 0)")
+    p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    p.add_argument("--levels", type=float, nargs="+", default=[0.68, 0.90, 0.95], metavar="L",
+                   help="nominal levels (default 0.68 0.90 0.95)")
+    p.add_argument("--truths", choices=("continuous", "grid"), default="continuous",
+                   help="'continuous': log-uniform over the ranges (the paper); 'grid': uniform over the chi2 grid "
+                        "points, which makes the Feldman-Cousins check exact (default continuous)")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated subset of fcmlc,wilks,fc (default: fcmlc,wilks and fc with --fc)")
+    p.add_argument("--samples", type=int, default=1000, help="MC-dropout samples per fit (default 1000)")
+    p.add_argument("--grid", type=_grid, default=None, metavar="N|NxM",
+                   help="chi2 grid without --fc (default: the model's training grid)")
+    p.add_argument("--band", type=float, default=0.6827,
+                   help="confidence of the binomial (Clopper-Pearson) bands (default 0.6827, 1 sigma)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_coverage)
+
+    p = subparsers.add_parser(
+        "compare", help="FCMLC, Wilks and Feldman-Cousins regions for one data vector, with IoU",
+        description="Fit one data vector with FCMLC and scan chi2 on the grid; draw the FCMLC credible regions "
+                    "with the Wilks and Feldman-Cousins confidence regions and report their intersection over "
+                    "union. Writes comparison.json, comparison.png and posterior.npz to the output directory.")
+    p.add_argument("model", help="model directory written by `fcmlc train`")
+    p.add_argument("--fc", default=None, metavar="FILE", help="Feldman-Cousins result (`fcmlc fc` HDF5)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", metavar="FILE", help="data vector: text file, .npy or .npz (one array)")
+    src.add_argument("--observed", action="store_true", help="the experiments' published data")
+    src.add_argument("--asimov", nargs=2, type=float, metavar=("UE4", "DM2"),
+                     help="the expectation at (|Ue4|, dm2 [eV^2]); with --seed, one random realization there")
+    p.add_argument("--seed", type=int, default=None,
+                   help="with --asimov: draw one realization with this seed instead of the exact expectation")
+    p.add_argument("-o", "--output", required=True, help="result directory")
+    p.add_argument("--levels", type=float, nargs="+", default=[0.90, 0.95], metavar="L",
+                   help="levels (default 0.90 0.95)")
+    p.add_argument("--samples", type=int, default=1000, help="MC-dropout samples m (default 1000)")
+    p.add_argument("--mc-seed", type=int, default=0, help="seed of the dropout masks (default 0)")
+    p.add_argument("--grid", type=_grid, default=None, metavar="N|NxM",
+                   help="chi2 grid without --fc (default: the model's training grid)")
+    p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with official data releases, passed to fcmlc.experiments.load for --observed/--asimov")
+    p.set_defaults(func=cmd_compare)
+
+
+# ------------------------------------------------------------------------------------ coverage
+
+def cmd_coverage(args) -> int:
+    from matplotlib.figure import Figure
+
+    from ._cli_inference import _jsonable, model_experiments
+    from .models import FCMLC
+    from .validation import coverage
+
+    if args.trials < 1:
+        raise ValueError(f"--trials must be >= 1, got {args.trials}")
+    model = FCMLC.load(args.model, device="cpu")
+    eset = model_experiments(model)
+    t0 = time.perf_counter()
+    res = coverage(model, trials=args.trials, levels=args.levels, seed=args.seed, methods=args.methods, fc=args.fc,
+                   n_samples=args.samples, threads=args.threads, truths=args.truths, grid=args.grid,
+                   experiments=eset.experiments, band=args.band, progress=not args.no_progress)
+    dt = time.perf_counter() - t0
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    res.save(out / "coverage.npz")
+    summary = res.summary()
+    summary["seconds_total"] = dt
+    (out / "coverage.json").write_text(json.dumps(_jsonable(summary), indent=2))
+    fig = Figure(figsize=(5.6, 5.2), layout="constrained")
+    res.plot(ax=fig.subplots())
+    fig.savefig(out / "coverage.png", dpi=120)
+    print(f"coverage: {res.n_trials} trials ({res.truths} truths) of {', '.join(model.experiments)} in {dt:.1f} s "
+          f"-> {out}")
+    fr, iv = res.fraction, res.interval
+    print(f"  {'method':16s}" + "".join(f"{100 * L:>22.4g}%" for L in res.levels))
+    for m in res.methods:
+        cells = "".join(f"{fr[m][i]:>11.3f} [{iv[m][0, i]:.3f},{iv[m][1, i]:.3f}]" for i in range(len(res.levels)))
+        print(f"  {m:16s}{cells}")
+    print(f"  (observed coverage [{100 * res.band:.4g}% Clopper-Pearson band])")
+    nf = int(res.failed.sum()) if res.failed is not None else 0
+    if nf:
+        print(f"  {nf} FCMLC fit(s) failed (predictions outside the y_hat grid): counted as not covering the truth")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ compare
+
+def cmd_compare(args) -> int:
+    from ._cli_inference import model_experiments, read_vector
+    from .models import FCMLC
+    from .validation import compare
+
+    model = FCMLC.load(args.model, device="cpu")
+    if args.seed is not None and args.asimov is None:
+        raise ValueError("--seed only applies to --asimov (it draws one realization at that point)")
+    truth = None
+    if args.data is not None:
+        x = read_vector(args.data, model.n_features)
+        eset = model_experiments(model, args.data_dir)
+        source = f"data {args.data}"
+    elif args.observed:
+        eset = model_experiments(model, args.data_dir)
+        if eset.observed is None:
+            missing = [e.name for e in eset.experiments if e.observed is None]
+            raise ValueError(f"no published data for {', '.join(missing)} (of {', '.join(eset.names)}); "
+                             "use --data or --asimov")
+        x = np.asarray(eset.observed, dtype=float)
+        source = "observed data"
+    else:
+        from .physics import _check_params
+
+        ue4, dm2 = args.asimov
+        _check_params(ue4, dm2)
+        eset = model_experiments(model, args.data_dir)
+        if args.seed is None:
+            x = np.asarray(eset.expectation(ue4, dm2), dtype=float).reshape(-1)
+            source = f"Asimov data at |Ue4| = {ue4:g}, dm2 = {dm2:g} eV^2"
+        else:
+            from .simulation import realizations
+
+            x = realizations(eset, [ue4], [dm2], n_per_point=1, seed=args.seed)[0, 0]
+            source = f"realization (seed {args.seed}) at |Ue4| = {ue4:g}, dm2 = {dm2:g} eV^2"
+        truth = (ue4, dm2)
+    res = compare(model, x, fc=args.fc, experiments=eset.experiments, levels=args.levels, n_samples=args.samples,
+                  seed=args.mc_seed, grid=args.grid, threads=args.threads, truth=truth)
+    res.meta["input"] = source
+    paths = res.save(args.output)
+    print(f"compare ({source}) for {', '.join(model.experiments)} -> {args.output}")
+    for L in res.levels:
+        area = ", ".join(f"{m} {100 * res.area_fraction[m][L]:.1f}%" for m in res.area_fraction)
+        ious = ", ".join(f"IoU({k}) = {v:.3f}" for k, v in res.iou[L].items())
+        print(f"  {100 * L:.4g}%: {ious}; area of the plane: {area}")
+    print(f"  wrote {', '.join(p.name for p in paths.values())}")
+    return 0
+
+
+def main(argv=None) -> int:  # pragma: no cover - convenience for `python -m fcmlc._cli_validation`
+    parser = argparse.ArgumentParser(prog="fcmlc")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"fcmlc {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
