@@ -102,11 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("experiments", help="list the built-in experiment models")
     p.set_defaults(func=_cmd_experiments)
 
-    from . import _cli_frequentist, _cli_inference, _cli_validation
+    from . import _cli_frequentist, _cli_inference, _cli_reproduce, _cli_validation
 
     _cli_inference.register(sub)
     _cli_frequentist.register(sub)
     _cli_validation.register(sub)
+    _cli_reproduce.register(sub)
     return parser
 
 
