@@ -1,0 +1,22 @@
+"""Learning components of FCMLC: the MC-dropout regressor, the conditional flow p(y | y_hat),
+the training loops, and the :class:`FCMLC` pipeline (train, save/load, posterior).
+
+    >>> import fcmlc.models as fm
+    >>> model = fm.train("sim.h5", out="model/")          # regressor, flow, transition matrix
+    >>> model = fm.FCMLC.load("model/")
+    >>> post = model.posterior(x, n_samples=1000, seed=0)  # fcmlc.posterior.Posterior
+"""
+from __future__ import annotations
+
+from .flow import CellGrid, ConditionalFlow, build_flow, transition_matrix
+from .pipeline import FCMLC, FORMAT_VERSION, ModelDirectoryError, train
+from .regressor import MCDropoutMLP, Regressor, Standardizer, default_hidden_layers
+from .training import FlowConfig, RegressorConfig, Samples, TrainConfig, fit_flow, fit_regressor
+
+__all__ = [
+    "FCMLC", "train", "ModelDirectoryError", "FORMAT_VERSION",
+    "TrainConfig", "RegressorConfig", "FlowConfig",
+    "MCDropoutMLP", "Regressor", "Standardizer", "default_hidden_layers",
+    "ConditionalFlow", "CellGrid", "build_flow", "transition_matrix",
+    "Samples", "fit_regressor", "fit_flow",
+]
