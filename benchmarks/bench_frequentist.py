@@ -30,6 +30,7 @@ from fcmlc import __version__
 from fcmlc import frequentist as fq
 from fcmlc.physics import Grid
 from fcmlc.simulation import realizations
+from _common import cpu_model
 
 
 def timeit(f, repeat):
@@ -39,16 +40,6 @@ def timeit(f, repeat):
         f()
         ts.append(time.perf_counter() - t0)
     return min(ts), float(np.median(ts))
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def numpy_scan_setup(e, grid):

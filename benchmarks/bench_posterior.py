@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 import warnings
@@ -28,6 +27,7 @@ import numpy as np
 from fcmlc import _core
 from fcmlc.physics import Grid
 from fcmlc.posterior import cell_areas, integrate, kde_bandwidth, kde_grid, posterior_from_samples
+from _common import cpu_model
 
 
 def timeit(f, repeat):
@@ -41,16 +41,6 @@ def timeit(f, repeat):
 
 def fmt_ms(t):
     return f"{t * 1e3:.3g} ms" if t < 1 else f"{t:.3g} s"
-
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv=None):

@@ -39,6 +39,7 @@ from fcmlc import _core, reference
 from fcmlc import experiments as ex
 from fcmlc.physics import Grid
 from fcmlc.simulation import _Sampler, expectation_rows
+from _common import cpu_model
 
 ALL = ["STEREO", "PROSPECT", "DANSS", "NEOS", "GALLIUM", "BEST"]
 
@@ -51,16 +52,6 @@ def best_of(f, repeat=3):
         out = f()
         ts.append(time.perf_counter() - t0)
     return min(ts), out
-
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # --- the NumPy pipeline ---------------------------------------------------------------------

@@ -22,16 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-
-def cpu_model():
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+from _common import cpu_model
 
 
 def main(argv=None) -> int:

@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 import pytest
 
-from fcmlc import _core, reference
+from fcmlc import reference
 from fcmlc.posterior import kde_bandwidth, kde_grid
 
 RTOL = 1e-12

@@ -291,7 +291,9 @@ def test_time_budget_stops_gracefully(tiny_dataset):
     model = train(tiny_dataset, config=cfg, device="cpu", seed=1, progress=False)
     tr = model.info["training"]
     assert tr["regressor"]["stop_reason"] == "time_budget" and tr["flow"]["stop_reason"] == "time_budget"
-    assert tr["regressor"]["epochs"] == 1 and np.isfinite(tr["regressor"]["best_val_mse"])
+    # The budget is checked after each epoch: training stops long before max_epochs, with at
+    # least one finished epoch (a tiny dataset's epoch may take less than the 10 ms budget).
+    assert 1 <= tr["regressor"]["epochs"] < 1000 and np.isfinite(tr["regressor"]["best_val_mse"])
 
 
 def test_experiment_subset_selects_columns(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fcmlc import _cli_reproduce
+from fcmlc import _cli_reproduce, cli
 from fcmlc.reproduce import FC_LEVELS, FIT_LEVELS, SCALES, STEP_NAMES, reproduce, task_experiments
 
 FIGURES = ("fig2_mse.png", "fig3_examples.png", "fig4_coverage.png", "fig5_observed.png")
@@ -140,7 +140,7 @@ def test_other_settings_are_refused(best_run):
     with pytest.raises(ValueError, match=r"different settings.*seed"):
         reproduce("best", "tiny", out, seed=1, progress=False)
     assert _tree_digest(out) == before
-    assert _cli_reproduce.main(["reproduce", "--task", "best", "--scale", "tiny", "-o", str(out), "--seed", "3",
+    assert cli.main(["reproduce", "--task", "best", "--scale", "tiny", "-o", str(out), "--seed", "3",
                                 "--no-progress"]) == 2
 
 

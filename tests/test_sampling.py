@@ -90,7 +90,6 @@ def test_bad_covariances_are_rejected(C, msg):
 
 
 def test_pulls_match_reference_with_truncation():
-    n, p = 3, 2
     mu = np.array([[0.9, 0.8, 0.95], [0.7, 0.75, 0.8]])
     J = np.array([[0.1, 0.0], [0.05, 0.2], [0.0, 0.1]])
     Lp = np.linalg.cholesky(np.array([[1.0, 0.3], [0.3, 1.0]]))

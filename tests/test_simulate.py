@@ -1,12 +1,10 @@
 """The dataset generator: content, determinism (threads, chunking, Dask), resume after
 Ctrl-C and kill -9, the stored split, and refusal to clobber files."""
 import hashlib
-import os
 import signal
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import h5py
 import numpy as np

@@ -1,14 +1,13 @@
 """`fcmlc train` and `fcmlc fit`: the FCMLC inference commands (registered by :mod:`fcmlc.cli`)."""
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+from ._util import jsonable as _jsonable
 
 LEVELS = (0.68, 0.90, 0.95)
 
@@ -268,32 +267,3 @@ def _print_summary(s, out):
         ex = "excluded" if s["excludes_null"][lv] else "not excluded"
         print(f"  {100 * r['level']:.0f}% credible region: {r['cells']} cells ({100 * r['fraction']:.1f}% of the "
               f"plane); no-oscillation edge {ex}")
-
-
-def _jsonable(o):
-    if isinstance(o, dict):
-        return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return _jsonable(o.tolist())
-    if isinstance(o, (np.bool_,)):
-        return bool(o)
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, (float, np.floating)):
-        f = float(o)
-        return f if np.isfinite(f) else None
-    return o
-
-
-def main(argv=None) -> int:  # pragma: no cover - convenience for `python -m fcmlc._cli_inference`
-    parser = argparse.ArgumentParser(prog="fcmlc")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

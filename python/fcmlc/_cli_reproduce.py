@@ -1,8 +1,6 @@
 """`fcmlc reproduce`: the paper's tasks end to end with a Markdown report (registered by :mod:`fcmlc.cli`)."""
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 
 
@@ -46,20 +44,3 @@ def cmd_reproduce(args) -> int:
                      data_dir=args.data_dir, progress=not args.no_progress)
     print(f"{path} written ({time.perf_counter() - t0:.1f} s)")
     return 0
-
-
-def main(argv=None) -> int:
-    """`python -m fcmlc._cli_reproduce ...` (the same options as `fcmlc reproduce`)."""
-    parser = argparse.ArgumentParser(prog="fcmlc")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"fcmlc {args.command}: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

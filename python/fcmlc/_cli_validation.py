@@ -1,9 +1,7 @@
 """`fcmlc coverage` and `fcmlc compare`: validation commands (registered by :mod:`fcmlc.cli`)."""
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -162,19 +160,3 @@ def cmd_compare(args) -> int:
         print(f"  {100 * L:.4g}%: {ious}; area of the plane: {area}")
     print(f"  wrote {', '.join(p.name for p in paths.values())}")
     return 0
-
-
-def main(argv=None) -> int:  # pragma: no cover - convenience for `python -m fcmlc._cli_validation`
-    parser = argparse.ArgumentParser(prog="fcmlc")
-    sub = parser.add_subparsers(dest="command", required=True)
-    register(sub)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"fcmlc {args.command}: error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from .physics import sin2_2theta
-from .regions import mask_contours, threshold_contours
+from .regions import mask_contours
 
 __all__ = [
     "pyplot",

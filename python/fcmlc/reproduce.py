@@ -68,6 +68,7 @@ import numpy as np
 
 from . import __version__
 from .physics import DM2_RANGE, UE4_RANGE, Grid, sin2_2theta, ue4_from_sin2_2theta
+from ._util import jsonable as _jsonable
 
 __all__ = ["TASKS", "SCALES", "Scale", "reproduce", "default_data_dir", "task_experiments", "PAPER_TABLE_II"]
 
@@ -171,25 +172,6 @@ TRAIN_TORCH_THREADS = 1
 
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(_jsonable(obj), sort_keys=True).encode()).hexdigest()[:24]
-
-
-def _jsonable(o):
-    if isinstance(o, dict):
-        return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return _jsonable(o.tolist())
-    if isinstance(o, np.bool_):
-        return bool(o)
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, (float, np.floating)):
-        f = float(o)
-        return f if math.isfinite(f) else None
-    if isinstance(o, Path):
-        return str(o)
-    return o
 
 
 def _atomic_write_text(path: Path, text: str):

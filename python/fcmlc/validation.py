@@ -54,7 +54,6 @@ arguments give the same result.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -66,6 +65,7 @@ from pathlib import Path
 import numpy as np
 
 from .physics import Grid, sin2_2theta
+from ._util import jsonable as _jsonable, torch_threads as _torch_threads
 
 __all__ = [
     "MSEMaps",
@@ -134,21 +134,6 @@ def _check_positive_int(v, name) -> int:
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or int(v) < 1:
         raise ValueError(f"{name} must be a positive integer, got {v!r}")
     return int(v)
-
-
-@contextlib.contextmanager
-def _torch_threads(n):
-    if n is None:
-        yield
-        return
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def _load_model(model):
@@ -1061,20 +1046,4 @@ def compare(model, x, fc=None, experiments=None, levels=(0.90, 0.95), n_samples:
     return res
 
 
-def _jsonable(o):
-    if isinstance(o, dict):
-        return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, np.ndarray):
-        return _jsonable(o.tolist())
-    if isinstance(o, (np.bool_,)):
-        return bool(o)
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, (float, np.floating)):
-        f = float(o)
-        return f if np.isfinite(f) else None
-    if isinstance(o, Path):
-        return str(o)
-    return o
+

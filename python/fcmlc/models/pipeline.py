@@ -20,7 +20,6 @@ and loads without unpickling code: ``torch.load(weights_only=True)``, ``np.load(
 """
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -34,7 +33,8 @@ import torch
 
 from .flow import CellGrid, ConditionalFlow, build_flow, transition_matrix
 from .regressor import MCDropoutMLP, Regressor, Standardizer
-from .training import FlowConfig, RegressorConfig, Samples, TrainConfig, fit_flow, fit_regressor, memory_limit_bytes
+from .training import Samples, TrainConfig, fit_flow, fit_regressor, memory_limit_bytes
+from .._util import jsonable as _jsonable, torch_threads as _torch_threads
 
 __all__ = ["FCMLC", "train", "ModelDirectoryError", "FORMAT_NAME", "FORMAT_VERSION"]
 
@@ -59,19 +59,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-@contextlib.contextmanager
-def _torch_threads(n):
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 class FCMLC:
@@ -391,25 +378,6 @@ def _load_state(module: torch.nn.Module, path: Path, what: str):
     except RuntimeError as e:
         msg = str(e).replace("\n", " ")
         raise ModelDirectoryError(f"{path}: the {what} weights do not match the architecture in config.json ({msg})") from None
-
-
-def _jsonable(o):
-    if isinstance(o, dict):
-        return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_jsonable(v) for v in o]
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        f = float(o)
-        return f if np.isfinite(f) else None
-    if isinstance(o, float):
-        return o if np.isfinite(o) else None
-    if isinstance(o, np.ndarray):
-        return _jsonable(o.tolist())
-    if isinstance(o, Path):
-        return str(o)
-    return o
 
 
 # ---------------------------------------------------------------------------------------
