@@ -168,9 +168,8 @@ def main(argv=None) -> int:
     lines += [
         "# FCMLC training and fit benchmark", "",
         f"Command: `{cmd}` (fcmlc {fcmlc.__version__}); written by `benchmarks/bench_training.py`.", "",
-        "**Caveat: measured on a shared machine** (2 cores shared by 4 engineers; load average "
-        f"{info['load_avg_start']} at the start, {load_end} at the end). CPU timings here are pessimistic "
-        "and noisy; rerun on a quiet machine for reference numbers. No GPU was used.", "",
+        f"Load average {info['load_avg_start']} at the start, {load_end} at the end (a load above the core "
+        "count means other jobs shared the CPUs and the timings are pessimistic). No GPU was used.", "",
         "## Machine", "",
         f"- CPU: {info['cpu']}; {info['affinity']} cores available to the process ({info['cores_visible']} visible)",
         f"- Python {info['python']}, torch {info['torch']}, numpy {info['numpy']}",

@@ -106,8 +106,8 @@ def main(argv=None) -> int:
         "",
         f"Machine: {cpu_model()}, {os.cpu_count()} logical CPUs visible, {args.threads} threads used; "
         f"Python {platform.python_version()}, torch {torch.__version__}, fcmlc {__version__}.",
-        "**Timings were taken under load: the machine was shared by 4 engineers on 2 cores; the lead reruns "
-        "this later.**",
+        f"Load average at the end: {' / '.join(f'{v:.2f}' for v in os.getloadavg())} (above the core count: "
+        "other jobs shared the CPUs and the timings are pessimistic).",
         "",
         "## Setup (reduced scale)",
         "",
