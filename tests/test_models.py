@@ -119,6 +119,26 @@ def test_mc_dropout_is_stochastic_in_eval_mode_and_reproducible():
     np.testing.assert_allclose(d, d[:, :1, :].repeat(3, axis=1))
 
 
+def test_forward_with_given_masks_equals_generator_draws():
+    """Training draws a chunk's masks at once (draw_masks) and slices them per batch; that is
+    the same network as drawing per pass from the same generator: the Bernoulli draws come in
+    the same order and shapes. The products h * mask * (1/keep) and h * (mask / keep) differ
+    only in float32 rounding, hence rtol 1e-6 (a few ulp)."""
+    from fcmlc.models.regressor import make_generator
+
+    reg = _regressor(dropout=0.3)
+    x = torch.randn(64, reg.n_features)
+    a = reg.net(x, generator=make_generator(5))
+    masks = reg.net.draw_masks(64, make_generator(5))
+    b = reg.net(x, masks=masks)
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    # row slices of the masks give the rows of the full pass
+    torch.testing.assert_close(reg.net(x[10:20], masks=[m[10:20] for m in masks]), b[10:20], rtol=1e-6, atol=1e-6)
+    assert not torch.equal(b, reg.net(x, masks=reg.net.draw_masks(64, make_generator(6))))
+    with pytest.raises(ValueError, match="dropout masks"):
+        reg.net(x, masks=masks[:-1])
+
+
 def test_standardizer_round_trip(tmp_path):
     rng = np.random.default_rng(0)
     data = rng.normal(3.0, 2.0, size=(1000, 4))

@@ -20,8 +20,9 @@ def register(subparsers) -> None:
     p.add_argument("--task", required=True, choices=tuple(TASKS) + ("all",),
                    help="stereo, best, global, or all (one sub-directory per task)")
     p.add_argument("--scale", default="small", choices=tuple(SCALES),
-                   help="small (default; one task in ~5 min on 2 cores), paper (the paper's sizes: hours), "
-                        "tiny (for tests only)")
+                   help="small (default; one task in ~5 min on 2 cores), paper (the paper's sizes and training "
+                        "schedule: hours), paper-fast (the paper's sizes with the fast training preset: --task all "
+                        "in about an hour on 2 cores), tiny (for tests only)")
     p.add_argument("-o", "--output", required=True, help="report directory (created; finished steps reused)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

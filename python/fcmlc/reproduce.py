@@ -12,7 +12,13 @@ Scales (:data:`SCALES`; every number is in the report and in ``steps/*.json``)
 ``paper``  the paper's settings: 101 x 101 grid x 50 realizations per point, training with the
            paper's hyper-parameters (Tables III/IV, no time limit), KDE grid 50 x 50, posterior
            grid 100 x 100, 1000 MC-dropout samples per fit, 1000 Feldman-Cousins toys per grid
-           point, 2000 coverage trials. Hours to days on a CPU.
+           point, 2000 coverage trials. Hours to days on a CPU (the paper's training schedule,
+           batch 32 with patience 50, dominates).
+``paper-fast`` the same data, grids, samples, toys and trials as ``paper``, but training with
+           the ``fast`` preset (:meth:`fcmlc.models.TrainConfig.fast`: same architectures, larger
+           regressor batch, patience 8, a 14-minute budget for both networks). The paper-scale
+           run that fits in an afternoon on 2 CPU cores (``--task all`` about 1 hour, see
+           ``benchmarks/RESULTS.md``).
 ``small``  one task in at most ~5 minutes on 2 CPU cores: 25 x 25 grid x 100 realizations
            (50 per point leave the flow too few examples for closed signal contours), the
            ``fast`` training preset with at most 100 regressor / 15 flow epochs and a 150 s
@@ -138,6 +144,11 @@ SCALES = {
     "paper": Scale("paper", "the paper's settings (Sec. II A, Tables III/IV, Sec. II C): 101 x 101 grid x 50 "
                    "realizations, paper hyper-parameters without time limit, 1000 FC toys, 2000 coverage trials",
                    (101, 101), 50, {"hyperparameters": "paper"}, 1000, 2000, 1000, 100),
+    "paper-fast": Scale("paper-fast", "the paper's data and evaluation sizes (101 x 101 grid x 50 realizations, KDE grid "
+                        "50 x 50, posterior grid 100 x 100, 1000 MC-dropout samples, 1000 FC toys, 2000 coverage "
+                        "trials) with the 'fast' training preset (same networks; batch 256 for the regressor, "
+                        "early-stopping patience 8, 840 s for both networks)",
+                        (101, 101), 50, {"hyperparameters": "fast"}, 1000, 2000, 1000, 100),
     "small": Scale("small", "one task in <= ~5 min on 2 CPU cores: 25 x 25 grid x 100 realizations, 'fast' preset "
                    "capped at 100 regressor / 15 flow epochs and 150 s, KDE grid 20 x 20, posterior grid 24 x 24, "
                    "200 FC toys, 300 coverage trials, 300 MC-dropout samples per fit (20 for the MSE maps)",
@@ -397,7 +408,7 @@ def _check_task_args(task, scale, seed, threads):
 def reproduce(task: str, scale: str = "small", out="report", threads=None, seed: int = 0, data_dir=None,
               progress: bool = True) -> Path:
     """Run the pipeline of ``task`` ('stereo', 'best', 'global' or 'all') at ``scale`` ('small',
-    'paper' or the test-only 'tiny') into the directory ``out`` and write ``out/REPORT.md`` with
+    'paper', 'paper-fast' or the test-only 'tiny') into the directory ``out`` and write ``out/REPORT.md`` with
     its figures. Returns the path of REPORT.md.
 
     Finished steps in ``out`` are reused when their recorded settings match; a step recorded

@@ -173,7 +173,18 @@ class MCDropoutMLP(nn.Module):
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.out = nn.Linear(sizes[-1], self.n_outputs)
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """One MC-dropout pass: every row of x gets its own masks, drawn from ``generator`` or
+        given as ``masks`` (one (n_rows, width) tensor per hidden layer input, already scaled
+        to 0 or 1 / (1 - p), e.g. row slices of :meth:`draw_masks`)."""
+        if masks is not None:
+            if len(masks) != len(self.hidden):
+                raise ValueError(f"expected {len(self.hidden)} dropout masks, got {len(masks)}")
+            h = x
+            for layer, m in zip(self.hidden, masks):
+                h = torch.relu(layer(h if m is None else h * m))
+            return self.out(h)
         h = x
         for layer in self.hidden:
             h = torch.relu(layer(mc_dropout(h, self.dropout, generator)))
