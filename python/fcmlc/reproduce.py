@@ -17,7 +17,7 @@ Scales (:data:`SCALES`; every number is in the report and in ``steps/*.json``)
 ``paper-fast`` the same data, grids, samples, toys and trials as ``paper``, but training with
            the ``fast`` preset (:meth:`fcmlc.models.TrainConfig.fast`: same architectures, larger
            regressor batch, patience 8, a 14-minute budget for both networks). The paper-scale
-           run that fits in an afternoon on 2 CPU cores (``--task all`` about 1 hour, see
+           run that fits in an afternoon on 2 CPU cores (``--task all`` 65-85 minutes, see
            ``benchmarks/RESULTS.md``).
 ``small``  one task in at most ~5 minutes on 2 CPU cores: 25 x 25 grid x 100 realizations
            (50 per point leave the flow too few examples for closed signal contours), the
