@@ -93,8 +93,9 @@ class FlowConfig:
     :mod:`fcmlc.models.flow`), each with a residual conditioner of ``n_blocks`` blocks of
     ``hidden`` units and ``n_bins`` spline bins on [-tail_bound, tail_bound] (standardised
     units; the y box spans about +-1.8 there), followed by a learned LU-linear mixing. Four
-    layers of 64 units model the smooth, bounded 2-D densities p(y | y_hat) well while one
-    epoch of 367k pairs stays at a few seconds on 2 cores.
+    layers of 64 units model the smooth, bounded 2-D densities p(y | y_hat) well (nominal
+    coverage in the paper-scale runs of ``benchmarks/RESULTS.md``); one epoch of 367k pairs
+    takes about 30 s on one CPU core (~50 us per training pair, compute-bound, not overhead).
     """
 
     n_layers: int = 4
