@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,13 +50,7 @@ def register(subparsers) -> None:
         description="Compute the FCMLC posterior over (|Ue4|, dm2) for one data vector and write "
                     "posterior.npz, posterior.png and summary.json to the output directory.")
     p.add_argument("model", help="model directory written by `fcmlc train`")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", metavar="FILE", help="data vector: text file, .npy or .npz (one array)")
-    src.add_argument("--observed", action="store_true", help="the experiments' published data")
-    src.add_argument("--asimov", nargs=2, type=float, metavar=("UE4", "DM2"),
-                     help="the expectation at (|Ue4|, dm2 [eV^2]); with --seed, one random realization there")
-    p.add_argument("--seed", type=int, default=None,
-                   help="with --asimov: draw one realization with this seed instead of the exact expectation")
+    add_data_source_args(p)
     p.add_argument("-o", "--output", required=True, help="result directory")
     p.add_argument("--samples", type=int, default=1000, help="MC-dropout samples m (default 1000)")
     p.add_argument("--mc-seed", type=int, default=0, help="seed of the dropout masks (default 0)")
@@ -197,39 +192,65 @@ def summarise(post, model, meta: dict) -> dict:
     return out
 
 
-def cmd_fit(args) -> int:
-    from .models import FCMLC
+def add_data_source_args(p):
+    """The data-vector options shared by `fit` and `compare`: --data | --observed | --asimov, and --seed."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", metavar="FILE", help="data vector: text file, .npy or .npz (one array)")
+    src.add_argument("--observed", action="store_true", help="the experiments' published data")
+    src.add_argument("--asimov", nargs=2, type=float, metavar=("UE4", "DM2"),
+                     help="the expectation at (|Ue4|, dm2 [eV^2]); with --seed, one random realization there")
+    p.add_argument("--seed", type=int, default=None,
+                   help="with --asimov: draw one realization with this seed instead of the exact expectation")
 
-    model = FCMLC.load(args.model, device=args.device)
-    truth = None
+
+@dataclass
+class DataSource:
+    """The data vector chosen by :func:`add_data_source_args`' options."""
+
+    x: np.ndarray
+    eset: object | None  # the model's ExperimentSet (None for --data: not needed to read a file)
+    meta: dict  # recorded with the result
+    description: str  # for people
+    truth: tuple | None  # (ue4, dm2) for --asimov
+
+
+def data_source(args, model) -> DataSource:
+    """Resolve --data / --observed / --asimov [--seed] into the model's data vector."""
     if args.seed is not None and args.asimov is None:
         raise ValueError("--seed only applies to --asimov (it draws one realization at that point)")
     if args.data is not None:
         x = read_vector(args.data, model.n_features)
-        meta = {"input": "data", "file": str(Path(args.data).resolve())}
-    elif args.observed:
+        return DataSource(x, None, {"input": "data", "file": str(Path(args.data).resolve())},
+                          f"data {args.data}", None)
+    if args.observed:
         eset = model_experiments(model, args.data_dir)
         missing = [e.name for e in eset.experiments if e.observed is None]
         if missing:
             raise ValueError(f"no published data for {', '.join(missing)} (of {', '.join(eset.names)}); "
                              "use --data or --asimov")
-        x = np.concatenate([np.asarray(e.observed, dtype=float) for e in eset.experiments])
-        meta = {"input": "observed"}
-    else:
-        ue4, dm2 = args.asimov
-        eset = model_experiments(model, args.data_dir)
-        from .physics import _check_params
+        return DataSource(np.asarray(eset.observed, dtype=float), eset, {"input": "observed"}, "observed data", None)
+    from .physics import _check_params
 
-        _check_params(ue4, dm2)
-        if args.seed is None:
-            x = np.asarray(eset.expectation(ue4, dm2), dtype=float).reshape(-1)
-            meta = {"input": "asimov", "ue4": ue4, "dm2": dm2}
-        else:
-            from .simulation import realizations
+    ue4, dm2 = args.asimov
+    _check_params(ue4, dm2)
+    eset = model_experiments(model, args.data_dir)
+    if args.seed is None:
+        x = np.asarray(eset.expectation(ue4, dm2), dtype=float).reshape(-1)
+        return DataSource(x, eset, {"input": "asimov", "ue4": ue4, "dm2": dm2},
+                          f"Asimov data at |Ue4| = {ue4:g}, dm2 = {dm2:g} eV^2", (ue4, dm2))
+    from .simulation import realizations
 
-            x = realizations(eset, [ue4], [dm2], n_per_point=1, seed=args.seed)[0, 0]
-            meta = {"input": "realization", "ue4": ue4, "dm2": dm2, "seed": args.seed}
-        truth = (ue4, dm2)
+    x = realizations(eset, [ue4], [dm2], n_per_point=1, seed=args.seed)[0, 0]
+    return DataSource(x, eset, {"input": "realization", "ue4": ue4, "dm2": dm2, "seed": args.seed},
+                      f"realization (seed {args.seed}) at |Ue4| = {ue4:g}, dm2 = {dm2:g} eV^2", (ue4, dm2))
+
+
+def cmd_fit(args) -> int:
+    from .models import FCMLC
+
+    model = FCMLC.load(args.model, device=args.device)
+    src = data_source(args, model)
+    x, meta, truth = src.x, src.meta, src.truth
 
     t0 = time.perf_counter()
     post = model.posterior(x, n_samples=args.samples, seed=args.mc_seed, bandwidth=args.bandwidth,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._cli_inference import add_data_source_args
+
 
 def _grid(text):
     from .cli import _grid_arg
@@ -50,13 +52,7 @@ def register(subparsers) -> None:
                     "union. Writes comparison.json, comparison.png and posterior.npz to the output directory.")
     p.add_argument("model", help="model directory written by `fcmlc train`")
     p.add_argument("--fc", default=None, metavar="FILE", help="Feldman-Cousins result (`fcmlc fc` HDF5)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", metavar="FILE", help="data vector: text file, .npy or .npz (one array)")
-    src.add_argument("--observed", action="store_true", help="the experiments' published data")
-    src.add_argument("--asimov", nargs=2, type=float, metavar=("UE4", "DM2"),
-                     help="the expectation at (|Ue4|, dm2 [eV^2]); with --seed, one random realization there")
-    p.add_argument("--seed", type=int, default=None,
-                   help="with --asimov: draw one realization with this seed instead of the exact expectation")
+    add_data_source_args(p)
     p.add_argument("-o", "--output", required=True, help="result directory")
     p.add_argument("--levels", type=float, nargs="+", default=[0.90, 0.95], metavar="L",
                    help="levels (default 0.90 0.95)")
@@ -114,41 +110,14 @@ def cmd_coverage(args) -> int:
 # ------------------------------------------------------------------------------------ compare
 
 def cmd_compare(args) -> int:
-    from ._cli_inference import model_experiments, read_vector
+    from ._cli_inference import data_source, model_experiments
     from .models import FCMLC
     from .validation import compare
 
     model = FCMLC.load(args.model, device="cpu")
-    if args.seed is not None and args.asimov is None:
-        raise ValueError("--seed only applies to --asimov (it draws one realization at that point)")
-    truth = None
-    if args.data is not None:
-        x = read_vector(args.data, model.n_features)
-        eset = model_experiments(model, args.data_dir)
-        source = f"data {args.data}"
-    elif args.observed:
-        eset = model_experiments(model, args.data_dir)
-        if eset.observed is None:
-            missing = [e.name for e in eset.experiments if e.observed is None]
-            raise ValueError(f"no published data for {', '.join(missing)} (of {', '.join(eset.names)}); "
-                             "use --data or --asimov")
-        x = np.asarray(eset.observed, dtype=float)
-        source = "observed data"
-    else:
-        from .physics import _check_params
-
-        ue4, dm2 = args.asimov
-        _check_params(ue4, dm2)
-        eset = model_experiments(model, args.data_dir)
-        if args.seed is None:
-            x = np.asarray(eset.expectation(ue4, dm2), dtype=float).reshape(-1)
-            source = f"Asimov data at |Ue4| = {ue4:g}, dm2 = {dm2:g} eV^2"
-        else:
-            from .simulation import realizations
-
-            x = realizations(eset, [ue4], [dm2], n_per_point=1, seed=args.seed)[0, 0]
-            source = f"realization (seed {args.seed}) at |Ue4| = {ue4:g}, dm2 = {dm2:g} eV^2"
-        truth = (ue4, dm2)
+    src = data_source(args, model)
+    x, truth, source = src.x, src.truth, src.description
+    eset = src.eset if src.eset is not None else model_experiments(model, args.data_dir)
     res = compare(model, x, fc=args.fc, experiments=eset.experiments, levels=args.levels, n_samples=args.samples,
                   seed=args.mc_seed, grid=args.grid, threads=args.threads, truth=truth)
     res.meta["input"] = source
