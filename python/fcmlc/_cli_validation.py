@@ -5,8 +5,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ._cli_inference import add_data_source_args
 
 
