@@ -855,39 +855,18 @@ def _run_fc(model, wanted, n_toys, seed, levels, threads, chunk_points, schedule
 
 
 def _run_fc_dask(model, chunks, n_toys, seed, levels, threads, store_toys, sink, scheduler, bar, backend, device):
-    try:
-        from distributed import Client, as_completed
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("Dask scale-out needs the 'dist' extra: pip install 'fcmlc[dist]'") from None
-    client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
-    try:
-        model_future = client.scatter(model, broadcast=True)
-        n_workers = max(1, len(client.scheduler_info()["workers"]))
-        queue = list(chunks)
-        running = as_completed()
-        inflight = {}
+    from ._dask import map_bounded
 
-        def submit_next():
-            pid = queue.pop(0)
-            fut = client.submit(_fc_chunk, model_future, pid, model.toy_expectations(pid), n_toys, seed, levels,
-                                threads, store_toys, backend, device, pure=False)
-            inflight[fut.key] = (pid, time.perf_counter())
-            running.add(fut)
+    def on_result(pid, result, seconds):
+        crit, toys = result
+        sink.write(pid, crit, toys, seconds)
+        if bar is not None:
+            bar.update(pid.size)
 
-        for _ in range(min(2 * n_workers, len(queue))):
-            submit_next()
-        for fut in running:
-            pid, t0 = inflight.pop(fut.key)
-            crit, toys = fut.result()
-            sink.write(pid, crit, toys, time.perf_counter() - t0)
-            if bar is not None:
-                bar.update(pid.size)
-            del fut
-            if queue:
-                submit_next()
-    finally:
-        if client is not scheduler:
-            client.close()
+    map_bounded(scheduler, model, chunks, _fc_chunk,
+                lambda pid: (pid, model.toy_expectations(pid), n_toys, seed, levels, threads, store_toys, backend,
+                             device),
+                on_result)
 
 
 # --- pseudo-data ------------------------------------------------------------------------------

@@ -321,37 +321,10 @@ def _run_local(job, pending, dsets, done, f, threads, bar):
 
 
 def _run_dask(job, pending, dsets, done, f, scheduler, threads, bar):
-    try:
-        from distributed import Client, as_completed
-    except ImportError:  # pragma: no cover - depends on the environment
-        raise ImportError("Dask scale-out needs the 'dist' extra: pip install 'fcmlc[dist]'") from None
-    client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
-    try:
-        job_future = client.scatter(job, broadcast=True)
-        n_workers = max(1, len(client.scheduler_info()["workers"]))
-        max_inflight = 2 * n_workers
-        queue = list(pending)
-        running = as_completed()
-        futures = {}
+    from ._dask import map_bounded
 
-        def submit_next():
-            c = queue.pop(0)
-            fut = client.submit(_dask_chunk, job_future, c, threads, pure=False)
-            futures[fut.key] = c
-            running.add(fut)
-
-        for _ in range(min(max_inflight, len(queue))):
-            submit_next()
-        for fut in running:
-            c = futures.pop(fut.key)
-            parts = fut.result()
-            _write(c, parts, job, dsets, done, f, bar)
-            del fut
-            if queue:
-                submit_next()
-    finally:
-        if client is not scheduler:
-            client.close()
+    map_bounded(scheduler, job, pending, _dask_chunk, lambda c: (c, threads),
+                lambda c, parts, seconds: _write(c, parts, job, dsets, done, f, bar))
 
 
 def _dask_chunk(job: _Job, c: int, threads=None):
