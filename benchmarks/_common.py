@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import platform
+import statistics
+import time
 
 
 def cpu_model() -> str:
@@ -13,3 +15,13 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def timeit(f, repeat):
+    """(best, median) wall seconds of ``repeat`` calls of f()."""
+    ts = []
+    for _ in range(max(1, int(repeat))):
+        t0 = time.perf_counter()
+        f()
+        ts.append(time.perf_counter() - t0)
+    return min(ts), float(statistics.median(ts))

@@ -30,16 +30,7 @@ from fcmlc import __version__
 from fcmlc import frequentist as fq
 from fcmlc.physics import Grid
 from fcmlc.simulation import realizations
-from _common import cpu_model
-
-
-def timeit(f, repeat):
-    ts = []
-    for _ in range(max(1, int(repeat))):
-        t0 = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t0)
-    return min(ts), float(np.median(ts))
+from _common import cpu_model, timeit
 
 
 def numpy_scan_setup(e, grid):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -27,16 +26,7 @@ import numpy as np
 from fcmlc import _core
 from fcmlc.physics import Grid
 from fcmlc.posterior import cell_areas, integrate, kde_bandwidth, kde_grid, posterior_from_samples
-from _common import cpu_model
-
-
-def timeit(f, repeat):
-    ts = []
-    for _ in range(max(1, int(repeat))):
-        t0 = time.perf_counter()
-        f()
-        ts.append(time.perf_counter() - t0)
-    return min(ts), float(np.median(ts))
+from _common import cpu_model, timeit
 
 
 def fmt_ms(t):
