@@ -1,11 +1,23 @@
-"""Small helpers shared by several modules (JSON conversion, torch thread scoping)."""
+"""Small helpers shared by several modules (JSON conversion, NPZ headers, torch thread scoping)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from pathlib import Path
 
 import numpy as np
+
+
+def npz_header(f, path, fmt: str, max_version: int) -> dict:
+    """The JSON ``header`` array of an fcmlc NPZ file, checked: format ``fmt`` and a version this
+    fcmlc can read (<= ``max_version``); a ValueError naming the file otherwise."""
+    h = json.loads(str(f["header"]))
+    if h.get("format") != fmt:
+        raise ValueError(f"{path}: format {h.get('format')!r} is not {fmt!r}")
+    if int(h.get("version", 0)) > max_version:
+        raise ValueError(f"{path}: written by a newer fcmlc (format version {h['version']})")
+    return h
 
 
 def jsonable(o):

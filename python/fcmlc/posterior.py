@@ -27,6 +27,7 @@ import numpy as np
 
 from . import _core
 from . import regions as _regions
+from ._util import npz_header
 from .physics import sin2_2theta
 
 __all__ = [
@@ -444,11 +445,7 @@ class Posterior:
             missing = {"ue4", "dm2", "mass", "header"} - set(f.files)
             if missing:
                 raise ValueError(f"{path}: not an fcmlc posterior file (missing {sorted(missing)})")
-            header = json.loads(str(f["header"]))
-            if header.get("format") != _NPZ_FORMAT:
-                raise ValueError(f"{path}: format {header.get('format')!r} is not {_NPZ_FORMAT!r}")
-            if int(header.get("version", 0)) > _NPZ_VERSION:
-                raise ValueError(f"{path}: written by a newer fcmlc (format version {header['version']})")
+            header = npz_header(f, path, _NPZ_FORMAT, _NPZ_VERSION)
             return cls(f["ue4"], f["dm2"], f["mass"], meta=header.get("meta"), _normalised=True)
 
     # ---- plotting ----

@@ -65,7 +65,7 @@ from pathlib import Path
 import numpy as np
 
 from .physics import Grid, sin2_2theta
-from ._util import jsonable as _jsonable, torch_threads as _torch_threads
+from ._util import jsonable as _jsonable, npz_header, torch_threads as _torch_threads
 
 __all__ = [
     "MSEMaps",
@@ -564,11 +564,7 @@ class CoverageResult:
         with z:
             if "header" not in z.files:
                 raise ValueError(f"{path}: not a coverage result file (no header)")
-            h = json.loads(str(z["header"]))
-            if h.get("format") != _FORMAT:
-                raise ValueError(f"{path}: format {h.get('format')!r} is not {_FORMAT!r}")
-            if int(h.get("version", 0)) > _FORMAT_VERSION:
-                raise ValueError(f"{path}: written by a newer fcmlc (format version {h['version']})")
+            h = npz_header(z, path, _FORMAT, _FORMAT_VERSION)
             methods = tuple(h["methods"])
             return cls(tuple(h["levels"]), methods, h["truths"], z["truth_ue4"], z["truth_dm2"],
                        {m: z[f"covered_{m}"] for m in methods}, {m: z[f"statistic_{m}"] for m in methods},
