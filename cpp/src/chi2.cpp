@@ -81,55 +81,6 @@ FCMLC_CLONES void lane_matvec(const double* __restrict W, const double* __restri
   }
 }
 
-// The full-grid scan of LANES toys when some experiment is not linear in s2: at every grid
-// point p = j * nu + u, v = lin_value(s2[u], G_j, N_j) + sum over the non-linear experiments e of
-// |r_e - m_e(p)|^2, then the running minimum (ties: lowest p) and the value at the true point pt.
-// All lanes at once (the grid's m_e(p) are read once for LANES toys); every lane performs the
-// scalar loop's operations in the same order, so the result is that of the scalar loop.
-FCMLC_CLONES void general_lanes(int nd, int nu, const double* __restrict s2, const double* __restrict gsum,
-                                const double* __restrict nsum, int n_gen, const double* const* rls,
-                                const double* const* ms, const int* ks, std::int64_t pt, double* best,
-                                std::int64_t* bp, double* vt) {
-  const lanes_t zero = {};
-  for (int l = 0; l < LANES; ++l) {
-    best[l] = std::numeric_limits<double>::infinity();
-    bp[l] = -1;
-    vt[l] = 0.0;
-  }
-  for (int j = 0; j < nd; ++j) {
-    lanes_t G;
-    __builtin_memcpy(&G, gsum + static_cast<idx>(j) * LANES, sizeof G);
-    const lanes_t twoG = 2.0 * G;
-    const double N = nsum[j];
-    for (int u = 0; u < nu; ++u) {
-      const std::int64_t p = static_cast<std::int64_t>(j) * nu + u;
-      const double s = s2[u];
-      lanes_t v = s * (twoG + (zero + s * N));  // lin_value(s, G, N) per lane
-      for (int e = 0; e < n_gen; ++e) {
-        const int k = ks[e];
-        const double* rl = rls[e];
-        const double* m = ms[e] + static_cast<idx>(p) * k;
-        lanes_t sd = zero;
-        for (int a = 0; a < k; ++a) {
-          lanes_t t;
-          __builtin_memcpy(&t, rl + static_cast<idx>(a) * LANES, sizeof t);
-          t = t - m[a];
-          sd += t * t;
-        }
-        v += sd;
-      }
-      for (int l = 0; l < LANES; ++l) {
-        const double vl = v[l];
-        if (p == pt) vt[l] = vl;
-        if (vl < best[l] || (vl == best[l] && p < bp[l])) {
-          best[l] = vl;
-          bp[l] = p;
-        }
-      }
-    }
-  }
-}
-
 // row[u] = R2 + lin_value(s2[u], g, n): one dm2 row of a linear chi2 map.
 FCMLC_CLONES void linear_row(const double* s2, int nu, double R2, double g, double n, double* row) {
   for (int u = 0; u < nu; ++u) row[u] = R2 + lin_value(s2[u], g, n);
@@ -216,6 +167,51 @@ inline void take_min(double v, std::int64_t p, double& best, std::int64_t& bp) {
   if (v < best || (v == best && p < bp)) {
     best = v;
     bp = p;
+  }
+}
+
+// The full-grid scan of LANES toys when some experiment is not linear in s2: at every grid
+// point p = j * nu + u, v = lin_value(s2[u], G_j, N_j) + sum over the non-linear experiments e of
+// |r_e - m_e(p)|^2, then the running minimum (ties: lowest p) and the value at the true point pt.
+// All lanes at once (the grid's m_e(p) are read once for LANES toys); every lane performs the
+// scalar loop's operations in the same order, so the result is that of the scalar loop.
+FCMLC_CLONES void general_lanes(int nd, int nu, const double* __restrict s2, const double* __restrict gsum,
+                                const double* __restrict nsum, int n_gen, const double* const* rls,
+                                const double* const* ms, const int* ks, std::int64_t pt, double* best,
+                                std::int64_t* bp, double* vt) {
+  const lanes_t zero = {};
+  for (int l = 0; l < LANES; ++l) {
+    best[l] = std::numeric_limits<double>::infinity();
+    bp[l] = -1;
+    vt[l] = 0.0;
+  }
+  for (int j = 0; j < nd; ++j) {
+    lanes_t G;
+    __builtin_memcpy(&G, gsum + static_cast<idx>(j) * LANES, sizeof G);
+    const lanes_t twoG = 2.0 * G;
+    const double N = nsum[j];
+    for (int u = 0; u < nu; ++u) {
+      const std::int64_t p = static_cast<std::int64_t>(j) * nu + u;
+      const double s = s2[u];
+      lanes_t v = s * (twoG + (zero + s * N));  // lin_value(s, G, N) per lane
+      for (int e = 0; e < n_gen; ++e) {
+        const int k = ks[e];
+        const double* rl = rls[e];
+        const double* m = ms[e] + static_cast<idx>(p) * k;
+        lanes_t sd = zero;
+        for (int a = 0; a < k; ++a) {
+          lanes_t t;
+          __builtin_memcpy(&t, rl + static_cast<idx>(a) * LANES, sizeof t);
+          t = t - m[a];
+          sd += t * t;
+        }
+        v += sd;
+      }
+      for (int l = 0; l < LANES; ++l) {
+        if (p == pt) vt[l] = v[l];
+        take_min(v[l], p, best[l], bp[l]);
+      }
+    }
   }
 }
 
@@ -533,8 +529,6 @@ class Chi2Kernel {
     // the non-linear experiments for general_lanes: residual lanes, expectations m(p), widths k
     std::vector<const double*> grl, gm;
     std::vector<int> gk;
-    double gbest[LANES], gvt[LANES];
-    std::int64_t gbp[LANES];
     explicit ToyScratch(const Chi2Kernel& K) {
       int kg_max = 1, n_max = 1, k_max = 1, p_max = 0;
       for (const auto& e : K.ex_) {
@@ -746,9 +740,11 @@ class Chi2Kernel {
     }
     const std::int64_t pt = static_cast<std::int64_t>(point);
     const int jt = static_cast<int>(pt / nu_), ut = static_cast<int>(pt % nu_);
+    double gbest[LANES], gvt[LANES];  // general_lanes' results (when the quadratic shortcut does not apply)
+    std::int64_t gbp[LANES];
     if (!(n_general_ == 0 && distinct_))
       general_lanes(nd_, nu_, s2_.data(), gsum, nsum_.data(), static_cast<int>(s.gk.size()), s.grl.data(),
-                    s.gm.data(), s.gk.data(), pt, s.gbest, s.gbp, s.gvt);
+                    s.gm.data(), s.gk.data(), pt, gbest, gbp, gvt);
     for (int l = 0; l < LANES; ++l) {
       double best = std::numeric_limits<double>::infinity();
       std::int64_t bp = -1;
@@ -779,9 +775,9 @@ class Chi2Kernel {
         vt = lin_value(s2_[ut], gsum[static_cast<idx>(jt) * LANES + l], nsum_[jt]);
         take_min(vt, pt, best, bp);
       } else {
-        vt = s.gvt[l];
-        best = s.gbest[l];
-        bp = s.gbp[l];
+        vt = gvt[l];
+        best = gbest[l];
+        bp = gbp[l];
       }
       delta[l] = vt - best;
       bestp[l] = bp;
