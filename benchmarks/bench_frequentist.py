@@ -77,12 +77,8 @@ GLOBAL = ["STEREO", "PROSPECT", "DANSS", "NEOS", "GALLIUM", "BEST"]
 def global_whitened(model):
     """The global fit in whitened coordinates: chi2(p) = |R(x) - M(p)|^2 with
     R(x) = concat_e A_e (x_e - N0_e) and M(p) = concat_e A_e (mu_e(p) - N0_e) (shape-only
-    nuisances and pulls are inside A_e). Returns M (n_points, k_total) and R(.)."""
-    pts = model.grid.points()
-    Ms = []
-    for part, e in zip(model._parts, model.experiments):
-        mu = np.asarray(model._expectation_rows(e, pts[:, 0], pts[:, 1]), dtype=float)
-        Ms.append((mu - part.N0) @ part.A.T)
+    nuisances and pulls are inside A_e). Returns M (n_points, k_total) and R(.), the NumPy
+    version of ``Chi2Model.whiten`` (the baseline must not call the compiled kernel)."""
 
     def whiten(X):
         X = np.atleast_2d(X)
@@ -92,7 +88,10 @@ def global_whitened(model):
             o += part.n_bins
         return np.concatenate(out, axis=1)
 
-    return np.concatenate(Ms, axis=1), whiten
+    pts = model.grid.points()
+    mu = np.concatenate([np.asarray(model._expectation_rows(e, pts[:, 0], pts[:, 1]), dtype=float)
+                         for e in model.experiments], axis=1)
+    return whiten(mu), whiten
 
 
 def numpy_fc_global_float32(model, M, whiten, pids, n_toys, seed):
@@ -103,7 +102,8 @@ def numpy_fc_global_float32(model, M, whiten, pids, n_toys, seed):
     pts = model.grid.points()
     out = np.empty((len(pids), n_toys), dtype=np.float32)
     for i, p in enumerate(pids):
-        X = realizations(model.experiments, [pts[p, 0]], [pts[p, 1]], n_per_point=n_toys, seed=seed)[0]
+        X = realizations(model.experiments, [pts[p, 0]], [pts[p, 1]], n_per_point=n_toys, seed=seed,
+                         point_ids=[p])[0]
         R = whiten(X).astype(np.float32)
         chi2 = np.einsum("tk,tk->t", R, R)[:, None] - 2.0 * (R @ M32.T) + M2[None, :]
         out[i] = chi2[:, p] - chi2.min(axis=1)
