@@ -176,8 +176,9 @@ class MCDropoutMLP(nn.Module):
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None,
                 masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         """One MC-dropout pass: every row of x gets its own masks, drawn from ``generator`` or
-        given as ``masks`` (one (n_rows, width) tensor per hidden layer input, already scaled
-        to 0 or 1 / (1 - p), e.g. row slices of :meth:`draw_masks`)."""
+        given as ``masks`` (one tensor per hidden layer input, already scaled to 0 or 1 / (1 - p),
+        broadcasting against it: (n_rows, width) row slices of :meth:`draw_masks` in training,
+        (n_samples, width) against (k, n_samples, width) inputs in :meth:`forward_masked`)."""
         if masks is not None:
             if len(masks) != len(self.hidden):
                 raise ValueError(f"expected {len(self.hidden)} dropout masks, got {len(masks)}")
@@ -207,10 +208,7 @@ class MCDropoutMLP(nn.Module):
         """Every row of x (k, n_features) through every sub-network of ``masks`` (from
         :meth:`draw_masks`): returns (k, n_samples, n_outputs)."""
         n_samples = 1 if masks[0] is None else masks[0].shape[0]
-        h = x[:, None, :].expand(x.shape[0], n_samples, x.shape[1])
-        for layer, m in zip(self.hidden, masks):
-            h = torch.relu(layer(h if m is None else h * m))
-        return self.out(h)
+        return self.forward(x[:, None, :].expand(x.shape[0], n_samples, x.shape[1]), masks=masks)
 
     def architecture(self) -> dict:
         return {"n_features": self.n_features, "hidden": list(self.hidden_sizes), "dropout": self.dropout,
