@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._cli_inference import add_data_source_args, data_source
+
 #: Levels of the Wilks regions written by `fcmlc wilks` (1 sigma in 2-D, 90, 95, 99 %).
 WILKS_CLI_LEVELS = (0.6827, 0.90, 0.95, 0.99)
 
@@ -38,13 +40,7 @@ def register(subparsers) -> None:
                    help="comma-separated experiment names (see `fcmlc experiments`) or TOML model files")
     p.add_argument("--grid", type=_grid_type(), default=None, metavar="N|NxM",
                    help="log grid over the paper's ranges, N x N or NxM points (default 101, the paper's)")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", metavar="FILE", help="data vector: text file (.txt/.csv), .npy or .npz (one array)")
-    src.add_argument("--observed", action="store_true", help="the experiments' published data")
-    src.add_argument("--asimov", nargs=2, type=float, metavar=("UE4", "DM2"),
-                     help="the expectation at (|Ue4|, dm2 [eV^2]); with --seed, one random realization there")
-    p.add_argument("--seed", type=int, default=None,
-                   help="with --asimov: draw one realization with this seed instead of the exact expectation")
+    add_data_source_args(p)
     p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     p.add_argument("--fc", default=None, metavar="FILE",
                    help="also draw the Feldman-Cousins regions from a file written by `fcmlc fc` (same grid)")
@@ -112,31 +108,6 @@ def cmd_fc(args) -> int:
 
 # ---------------------------------------------------------------------------------------- wilks
 
-def _data_vector(args, model) -> tuple[np.ndarray, dict, tuple | None]:
-    from . import frequentist as fq
-    from ._cli_inference import read_vector
-    from .physics import _check_params
-
-    if args.seed is not None and args.asimov is None:
-        raise ValueError("--seed only applies to --asimov (it draws one realization at that point)")
-    if args.data is not None:
-        x = read_vector(args.data, model.n_bins)
-        return x, {"input": "data", "file": str(Path(args.data).resolve())}, None
-    if args.observed:
-        missing = [e.name for e in model.experiments if getattr(e, "observed", None) is None]
-        if missing:
-            raise ValueError(f"no published data for {', '.join(missing)} (of {', '.join(model.names)}); "
-                             "use --data or --asimov")
-        x = np.concatenate([np.asarray(e.observed, dtype=float) for e in model.experiments])
-        return x, {"input": "observed"}, None
-    ue4, dm2 = args.asimov
-    _check_params(ue4, dm2)
-    x = fq.asimov_data(model, ue4, dm2, seed=args.seed)
-    if args.seed is None:
-        return x, {"input": "asimov", "ue4": ue4, "dm2": dm2}, (ue4, dm2)
-    return x, {"input": "realization", "ue4": ue4, "dm2": dm2, "seed": args.seed}, (ue4, dm2)
-
-
 def cmd_wilks(args) -> int:
     from scipy.stats import chi2 as chi2_dist
 
@@ -156,7 +127,9 @@ def cmd_wilks(args) -> int:
         if fc.grid != grid or tuple(fc.experiments) != tuple(model.names):
             raise ValueError(f"--fc: {args.fc} was made for {list(fc.experiments)} on a {fc.grid.shape} grid, not "
                              f"{list(model.names)} on {grid.shape}")
-    x, meta, truth = _data_vector(args, model)
+    src = data_source(args, model.n_bins, lambda: model,
+                      lambda m, ue4, dm2, seed: fq.asimov_data(m, ue4, dm2, seed=seed))
+    x, meta, truth = src.x, src.meta, src.truth
     t0 = time.perf_counter()
     scan = fq.chi2_scan(model, x, threads=args.threads)
     dt = time.perf_counter() - t0

@@ -193,7 +193,7 @@ def summarise(post, model, meta: dict) -> dict:
 
 
 def add_data_source_args(p):
-    """The data-vector options shared by `fit` and `compare`: --data | --observed | --asimov, and --seed."""
+    """The data-vector options shared by `fit`, `compare` and `wilks`: --data | --observed | --asimov, and --seed."""
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", metavar="FILE", help="data vector: text file, .npy or .npz (one array)")
     src.add_argument("--observed", action="store_true", help="the experiments' published data")
@@ -208,48 +208,64 @@ class DataSource:
     """The data vector chosen by :func:`add_data_source_args`' options."""
 
     x: np.ndarray
-    eset: object | None  # the model's ExperimentSet (None for --data: not needed to read a file)
+    experiments: object | None  # what load_experiments() returned (None for --data: a file needs none)
     meta: dict  # recorded with the result
     description: str  # for people
     truth: tuple | None  # (ue4, dm2) for --asimov
 
 
-def data_source(args, model) -> DataSource:
-    """Resolve --data / --observed / --asimov [--seed] into the model's data vector."""
+def data_source(args, n_features: int, load_experiments, asimov) -> DataSource:
+    """Resolve --data / --observed / --asimov [--seed] into a data vector of ``n_features`` bins.
+
+    ``load_experiments()`` gives the experiments the vector is for (anything with ``.experiments``
+    and ``.names``: an ExperimentSet, a Chi2Model); it is called only when needed.
+    ``asimov(experiments, ue4, dm2, seed)`` gives the expectation (seed None) or one realization.
+    """
     if args.seed is not None and args.asimov is None:
         raise ValueError("--seed only applies to --asimov (it draws one realization at that point)")
     if args.data is not None:
-        x = read_vector(args.data, model.n_features)
+        x = read_vector(args.data, n_features)
         return DataSource(x, None, {"input": "data", "file": str(Path(args.data).resolve())},
                           f"data {args.data}", None)
     if args.observed:
-        eset = model_experiments(model, args.data_dir)
-        missing = [e.name for e in eset.experiments if e.observed is None]
+        exps = load_experiments()
+        missing = [e.name for e in exps.experiments if getattr(e, "observed", None) is None]
         if missing:
-            raise ValueError(f"no published data for {', '.join(missing)} (of {', '.join(eset.names)}); "
+            raise ValueError(f"no published data for {', '.join(missing)} (of {', '.join(exps.names)}); "
                              "use --data or --asimov")
-        return DataSource(np.asarray(eset.observed, dtype=float), eset, {"input": "observed"}, "observed data", None)
+        x = np.concatenate([np.asarray(e.observed, dtype=float) for e in exps.experiments])
+        return DataSource(x, exps, {"input": "observed"}, "observed data", None)
     from .physics import _check_params
 
     ue4, dm2 = args.asimov
     _check_params(ue4, dm2)
-    eset = model_experiments(model, args.data_dir)
+    exps = load_experiments()
+    x = asimov(exps, ue4, dm2, args.seed)
     if args.seed is None:
-        x = np.asarray(eset.expectation(ue4, dm2), dtype=float).reshape(-1)
-        return DataSource(x, eset, {"input": "asimov", "ue4": ue4, "dm2": dm2},
+        return DataSource(x, exps, {"input": "asimov", "ue4": ue4, "dm2": dm2},
                           f"Asimov data at |Ue4| = {ue4:g}, dm2 = {dm2:g} eV^2", (ue4, dm2))
-    from .simulation import realizations
-
-    x = realizations(eset, [ue4], [dm2], n_per_point=1, seed=args.seed)[0, 0]
-    return DataSource(x, eset, {"input": "realization", "ue4": ue4, "dm2": dm2, "seed": args.seed},
+    return DataSource(x, exps, {"input": "realization", "ue4": ue4, "dm2": dm2, "seed": args.seed},
                       f"realization (seed {args.seed}) at |Ue4| = {ue4:g}, dm2 = {dm2:g} eV^2", (ue4, dm2))
+
+
+def model_data_source(args, model) -> DataSource:
+    """:func:`data_source` for a trained FCMLC model (its experiments from ``--data-dir``)."""
+
+    def asimov(eset, ue4, dm2, seed):
+        if seed is None:
+            return np.asarray(eset.expectation(ue4, dm2), dtype=float).reshape(-1)
+        from .simulation import realizations
+
+        return realizations(eset, [ue4], [dm2], n_per_point=1, seed=seed)[0, 0]
+
+    return data_source(args, model.n_features, lambda: model_experiments(model, args.data_dir), asimov)
 
 
 def cmd_fit(args) -> int:
     from .models import FCMLC
 
     model = FCMLC.load(args.model, device=args.device)
-    src = data_source(args, model)
+    src = model_data_source(args, model)
     x, meta, truth = src.x, src.meta, src.truth
 
     t0 = time.perf_counter()

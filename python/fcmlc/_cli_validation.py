@@ -108,14 +108,14 @@ def cmd_coverage(args) -> int:
 # ------------------------------------------------------------------------------------ compare
 
 def cmd_compare(args) -> int:
-    from ._cli_inference import data_source, model_experiments
+    from ._cli_inference import model_data_source, model_experiments
     from .models import FCMLC
     from .validation import compare
 
     model = FCMLC.load(args.model, device="cpu")
-    src = data_source(args, model)
+    src = model_data_source(args, model)
     x, truth, source = src.x, src.truth, src.description
-    eset = src.eset if src.eset is not None else model_experiments(model, args.data_dir)
+    eset = src.experiments if src.experiments is not None else model_experiments(model, args.data_dir)
     res = compare(model, x, fc=args.fc, experiments=eset.experiments, levels=args.levels, n_samples=args.samples,
                   seed=args.mc_seed, grid=args.grid, threads=args.threads, truth=truth)
     res.meta["input"] = source
