@@ -153,11 +153,16 @@ class Experiment:
     Expectation
         mu_r(|Ue4|, dm2) = N0_r - sin^2(2 theta) D_r(dm2) for linear models (``linear_in_s2``);
         for a ratio of spectra (DANSS) mu = (N0_a - s2 D_a) / (N0_b - s2 D_b).
-    Uncertainties, ``kind == "covariance"``
-        chi2 = min over nuisances of (x - mu - V a)^T C^-1 (x - mu - V a), V =
-        ``nuisance_directions`` (free normalisations of the shape-only fit). Realizations for
-        training are drawn from N(mu, ``generation_covariance``), which adds a Gaussian prior
-        of relative width ``norm_prior`` along V.
+    Uncertainties, ``kind == "covariance"`` (one statistical model, used by every method)
+        x ~ N(diag(mu) E beta, C): the bins of normalisation group g (``norm_groups``; E is the
+        n_bins x n_norm_groups 0/1 assignment matrix ``normalisation_matrix``) are scaled by a
+        *multiplicative* normalisation beta_g of the oscillated prediction, C (``covariance``) is
+        fixed. With ``norm_prior == 0`` (shape-only fits, as the paper and the collaborations do)
+        each beta_g is free; with ``norm_prior = sigma > 0`` it has the Gaussian prior
+        beta_g ~ N(1, sigma^2). The chi2 profiles beta exactly,
+        chi2 = min_beta (x - diag(mu) E beta)^T C^-1 (...) [+ |beta - 1|^2 / sigma^2];
+        realizations (training data and Feldman-Cousins toys) are drawn at beta = 1, or with
+        beta drawn from its prior when sigma > 0. Bins with group -1 have no free normalisation.
     Uncertainties, ``kind == "pulls"``
         x = mu * (1 + J pi) + stat_sigma * z, pi ~ N(0, S) truncated at ``pull_lower``,
         z ~ N(0, 1); ``covariance`` = diag(stat_sigma^2) + (N0 J) S (N0 J)^T is the linearised
@@ -167,7 +172,7 @@ class Experiment:
     _frozen = False
 
     def __init__(self, *, name: str, description: str, kind: str, bin_labels: Sequence[str],
-                 parts: Sequence[LinearPart], covariance, nuisance_directions=None, norm_prior: float = 0.0,
+                 parts: Sequence[LinearPart], covariance, norm_groups=None, norm_prior: float = 0.0,
                  observed=None, approximate: bool = False, sources: Sequence[str] = (), definition: dict,
                  pull_names: Sequence[str] | None = None, pull_jacobian=None, pull_covariance=None,
                  pull_lower=None, stat_sigma=None):
@@ -188,12 +193,20 @@ class Experiment:
             raise ValueError(f"{len(labels)} bin labels for {n} bins")
         null = parts[0].null / parts[1].null if len(parts) == 2 else parts[0].null
         C = check_covariance(covariance, f"{name}: covariance", n)
-        V = np.zeros((n, 0)) if nuisance_directions is None else np.asarray(nuisance_directions, dtype=float)
-        if V.ndim != 2 or V.shape[0] != n or not np.all(np.isfinite(V)):
-            raise ValueError(f"{name}: nuisance_directions must be a finite ({n}, n_nuis) array, got {V.shape}")
+        groups = np.full(n, -1, dtype=np.int64) if norm_groups is None else np.asarray(norm_groups)
+        if groups.shape != (n,) or not np.issubdtype(groups.dtype, np.integer):
+            raise ValueError(f"{name}: norm_groups must be {n} integers (group index, or -1 for a bin without "
+                             f"a free normalisation), got shape {groups.shape} of {groups.dtype}")
+        groups = groups.astype(np.int64)
+        n_norm = int(groups.max()) + 1 if groups.size else 0
+        if np.any(groups < -1) or (n_norm and set(np.unique(groups[groups >= 0]).tolist()) != set(range(n_norm))):
+            raise ValueError(f"{name}: norm_groups must number the groups 0..k-1 without gaps (and -1 for none)")
+        if n_norm and np.any(groups < 0):
+            raise ValueError(f"{name}: either every bin belongs to a normalisation group or none does "
+                             f"(bin {int(np.argmax(groups < 0))} has none)")
         norm_prior = float(norm_prior)
         if not (np.isfinite(norm_prior) and norm_prior >= 0):
-            raise ValueError(f"{name}: norm_prior must be >= 0, got {norm_prior}")
+            raise ValueError(f"{name}: norm_prior must be >= 0 (0: free normalisation), got {norm_prior}")
         if observed is not None:
             observed = np.asarray(observed, dtype=float)
             if observed.shape != (n,):
@@ -232,10 +245,9 @@ class Experiment:
         self._parts = parts
         self.null_expectation = _readonly(null)
         self.covariance = _readonly(C)
-        self.nuisance_directions = _readonly(V)
+        self.norm_groups = _readonly(groups, np.int64)
+        self.n_norm_groups = n_norm
         self.norm_prior = norm_prior
-        G = C + (norm_prior ** 2) * (V @ V.T) if V.shape[1] else C
-        self.generation_covariance = _readonly(0.5 * (G + G.T))
         self.observed = None if observed is None else _readonly(observed)
         self.pull_names = names
         self.pull_jacobian = None if J is None else _readonly(J)
@@ -270,6 +282,29 @@ class Experiment:
     def n_boxes(self) -> int:
         """Number of (L, E) boxes the expectation averages over (all parts)."""
         return sum(p.boxes.shape[0] for p in self._parts)
+
+    @property
+    def normalisation_matrix(self) -> np.ndarray:
+        """E (n_bins, n_norm_groups): E[i, g] = 1 when bin i belongs to normalisation group g."""
+        E = np.zeros((self.n_bins, self.n_norm_groups))
+        has = self.norm_groups >= 0
+        E[np.flatnonzero(has), self.norm_groups[has]] = 1.0
+        return E
+
+    @property
+    def shape_only(self) -> bool:
+        """True when every normalisation group is free (no prior): only the shape inside each group
+        carries information, and per-group rescalings of the data are nuisance directions."""
+        return self.n_norm_groups > 0 and self.norm_prior == 0.0
+
+    def nuisance_directions(self, mu=None) -> np.ndarray:
+        """diag(mu) E (n_bins, n_norm_groups): the directions in which the normalisations move the
+        prediction mu (default: the null expectation). They depend on mu because a normalisation
+        scales the *oscillated* prediction."""
+        mu = self.null_expectation if mu is None else np.asarray(mu, dtype=float)
+        if mu.shape != (self.n_bins,):
+            raise ValueError(f"{self.name}: mu must have {self.n_bins} entries, got shape {mu.shape}")
+        return mu[:, None] * self.normalisation_matrix
 
     def deficit(self, dm2, threads: int | None = None) -> np.ndarray:
         """D(dm2), shape (len(dm2), n_bins): expectation = N0 - sin^2(2 theta) * D.
@@ -424,13 +459,16 @@ class ExperimentSet:
         return _block_diag([e.covariance for e in self.experiments])
 
     @property
-    def generation_covariance(self) -> np.ndarray:
-        return _block_diag([e.generation_covariance for e in self.experiments])
-
-    @property
-    def nuisance_directions(self) -> np.ndarray:
-        """Block-diagonal (n_bins, total n_nuis) matrix of every experiment's free normalisations."""
-        return _block_diag([e.nuisance_directions for e in self.experiments])
+    def norm_groups(self) -> np.ndarray:
+        """Normalisation group of every bin of the concatenated vector, numbered across the
+        experiments (each experiment's groups are its own), -1 for none."""
+        out, off = [], 0
+        for e in self.experiments:
+            g = np.array(e.norm_groups, dtype=np.int64)
+            g[g >= 0] += off
+            off += e.n_norm_groups
+            out.append(g)
+        return np.concatenate(out)
 
     @property
     def definition_hash(self) -> str:

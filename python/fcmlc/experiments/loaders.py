@@ -176,7 +176,7 @@ def load_prospect_release(directory: str | PathLike) -> Experiment:
         },
         "reactor": {"fission_fractions": {"U235": 1.0}, "true_energy": {"min": 1.8, "max": 10.0, "step": 0.1}},
         "observable": {"type": "spectrum", "prompt_edges": {"min": 0.8, "max": 7.2, "step": 0.4},
-                       "shape_only": "per_energy_bin", "norm_prior": 0.10},
+                       "shape_only": "per_energy_bin"},
         "detectors": detectors,
         "covariance": {"matrix": cov.tolist()},
         "null_prediction": {"values": null.tolist()},

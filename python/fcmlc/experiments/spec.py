@@ -489,14 +489,16 @@ def _build_reactor(ctx: _Ctx, spec: dict) -> Experiment:
         V += syc["total_correlated"] ** 2
         C = V * np.outer(null, null)
 
-    # nuisance directions -------------------------------------------------------------------------
+    # normalisation groups (one statistical model: a multiplicative normalisation per group) ----
     if shape_only == "per_energy_bin":
-        energy = np.tile(np.arange(n_prompt), n_groups)
-        Vn = np.stack([np.where(energy == e, null, 0.0) for e in range(n_prompt)], axis=1)
+        norm_groups = np.tile(np.arange(n_prompt), n_groups)
     elif shape_only == "total":
-        Vn = null[:, None].copy()
+        norm_groups = np.zeros(n_bins, dtype=np.int64)
     else:
-        Vn = np.zeros((n_bins, 0))
+        norm_groups = np.full(n_bins, -1, dtype=np.int64)
+        if norm_prior > 0:
+            raise ctx.err("observable.norm_prior", "a prior on the normalisation needs normalisation groups "
+                                                   "(shape_only = 'per_energy_bin' or 'total')")
 
     # observed ------------------------------------------------------------------------------------
     observed = None
@@ -507,7 +509,7 @@ def _build_reactor(ctx: _Ctx, spec: dict) -> Experiment:
 
     labels = [f"{groups[g]}, {pedges[e]:g}-{pedges[e + 1]:g} MeV" for g in range(n_groups) for e in range(n_prompt)]
     return Experiment(name=name, description=meta["description"], kind="covariance", bin_labels=labels,
-                      parts=parts, covariance=C, nuisance_directions=Vn, norm_prior=norm_prior, observed=observed,
+                      parts=parts, covariance=C, norm_groups=norm_groups, norm_prior=norm_prior, observed=observed,
                       approximate=meta["approximate"], sources=meta["sources"], definition=_jsonable(canon))
 
 
@@ -672,7 +674,7 @@ def _build_source(ctx: _Ctx, spec: dict) -> Experiment:
     C = np.diag(np.square(stat)) + NJ @ S @ NJ.T
     observed = None if obs[0] is None else np.array(obs, dtype=float)
     return Experiment(name=name, description=meta["description"], kind="pulls", bin_labels=names, parts=[part],
-                      covariance=C, nuisance_directions=np.zeros((n, 0)), norm_prior=0.0, observed=observed,
+                      covariance=C, norm_groups=None, norm_prior=0.0, observed=observed,
                       approximate=meta["approximate"], sources=meta["sources"], definition=_jsonable(canon),
                       pull_names=pnames, pull_jacobian=J, pull_covariance=S, pull_lower=np.array(lowers, dtype=float),
                       stat_sigma=np.array(stat))
