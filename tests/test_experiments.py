@@ -47,7 +47,11 @@ def test_builtin_sizes_and_metadata(exp):
     assert len(exp.bin_labels) == exp.n_bins and len(set(exp.bin_labels)) == exp.n_bins
     assert exp.null_expectation.shape == (exp.n_bins,) and np.all(exp.null_expectation > 0)
     assert exp.covariance.shape == (exp.n_bins, exp.n_bins)
-    assert exp.nuisance_directions.shape == (exp.n_bins, N_NUIS[exp.name])
+    assert exp.n_norm_groups == N_NUIS[exp.name] and exp.norm_groups.shape == (exp.n_bins,)
+    assert exp.normalisation_matrix.shape == (exp.n_bins, N_NUIS[exp.name])
+    assert exp.nuisance_directions().shape == (exp.n_bins, N_NUIS[exp.name])
+    assert exp.norm_prior == 0.0  # every built-in fits the shape only (free normalisations)
+    assert exp.shape_only == (N_NUIS[exp.name] > 0)
     assert exp.linear_in_s2 == (exp.name != "DANSS")
     assert exp.approximate is True  # every built-in uses numbers marked approximate
     assert exp.sources and exp.description
@@ -298,19 +302,49 @@ def test_gallex_matches_rz_quadrature(dm2):
 # covariance, pulls, nuisances
 # --------------------------------------------------------------------------------------
 
+def _chi2_free_norm(exp, x, C, mu):
+    """min over beta of (x - diag(mu) E beta)^T C^-1 (...): x^T C^-1 x - b^T G^-1 b."""
+    Ci = np.linalg.inv(C)
+    y = Ci @ x
+    if exp.n_norm_groups == 0:
+        return float((x - mu) @ Ci @ (x - mu))
+    V = exp.nuisance_directions(mu)
+    b = V.T @ y
+    return float(x @ y - b @ np.linalg.solve(V.T @ Ci @ V, b))
+
+
 def test_covariance_symmetric_psd(exp):
-    for C in (exp.covariance, exp.generation_covariance):
-        np.testing.assert_array_equal(C, C.T)
-        w = np.linalg.eigvalsh(C)
-        assert w[0] > -1e-12 * w[-1]
-    assert np.linalg.eigvalsh(exp.covariance)[0] > 0  # positive definite: chi2 needs C^-1
-    V = exp.nuisance_directions
-    np.testing.assert_allclose(exp.generation_covariance, exp.covariance + exp.norm_prior ** 2 * V @ V.T,
-                               rtol=1e-12, atol=0)
+    C = exp.covariance
+    np.testing.assert_array_equal(C, C.T)
+    assert np.linalg.eigvalsh(C)[0] > 0  # positive definite: chi2 needs C^-1
+    E = exp.normalisation_matrix
+    V = exp.nuisance_directions()
     if V.shape[1]:
-        # columns are N0 restricted to each normalisation group, partitioning N0
+        # every bin in exactly one group; columns are N0 restricted to each group, partitioning N0
+        np.testing.assert_array_equal(E.sum(axis=1), 1.0)
+        np.testing.assert_array_equal(np.argmax(E, axis=1), exp.norm_groups)
         np.testing.assert_allclose(V.sum(axis=1), exp.null_expectation, rtol=1e-14)
-        assert exp.norm_prior > 0
+        mu = exp.expectation(0.2, 1.5)
+        np.testing.assert_allclose(exp.nuisance_directions(mu), mu[:, None] * E, rtol=0)
+    else:
+        np.testing.assert_array_equal(exp.norm_groups, -1)
+
+
+def test_free_normalisation_chi2_is_scale_invariant(exp):
+    """With free multiplicative normalisations, rescaling each group's data by k_g and the
+    covariance by the same factors (C -> K C K) leaves the profiled chi2 unchanged."""
+    if exp.n_norm_groups == 0:
+        pytest.skip("no normalisation groups (pulls model)")
+    rng = np.random.default_rng(1)
+    mu = exp.expectation(0.15, 1.3)
+    x = exp.null_expectation + np.linalg.cholesky(exp.covariance) @ rng.standard_normal(exp.n_bins)
+    k = (0.7 + 0.6 * rng.random(exp.n_norm_groups))[exp.norm_groups]
+    c1 = _chi2_free_norm(exp, x, exp.covariance, mu)
+    c2 = _chi2_free_norm(exp, k * x, exp.covariance * np.outer(k, k), mu)
+    c3 = _chi2_free_norm(exp, 2.5 * x, 6.25 * exp.covariance, mu)
+    assert c2 == pytest.approx(c1, rel=1e-8) and c3 == pytest.approx(c1, rel=1e-8)
+    # and the data at the expectation rescaled per group fit perfectly
+    assert _chi2_free_norm(exp, k * mu, exp.covariance, mu) == pytest.approx(0.0, abs=1e-6 * c1)
 
 
 def test_pull_model_consistency():
@@ -373,14 +407,16 @@ def test_toml_round_trip(exp, tmp_path):
     p.write_text(exp.to_toml())
     back = ex.from_toml(p)
     assert back.definition_hash == exp.definition_hash
-    for attr in ("null_expectation", "covariance", "nuisance_directions", "generation_covariance"):
+    for attr in ("null_expectation", "covariance", "norm_groups", "normalisation_matrix"):
         np.testing.assert_array_equal(getattr(back, attr), getattr(exp, attr))
+    assert back.norm_prior == exp.norm_prior
     np.testing.assert_array_equal(back.expectation(0.2, [0.8, 4.0]), exp.expectation(0.2, [0.8, 4.0]))
     assert back.bin_labels == exp.bin_labels
 
 
 @pytest.mark.parametrize("edit", [
     lambda d: d["response"].__setitem__("a", 0.12),
+    lambda d: d["response"].__setitem__("combine", "linear"),
     lambda d: d["events"].__setitem__("total", 2e5),
     lambda d: d["detectors"][2]["segments"][0]["slices"][0].__setitem__(1, 10.4),
     lambda d: d["observable"].__setitem__("norm_prior", 0.2),
@@ -391,6 +427,33 @@ def test_definition_hash_changes_with_any_field(edit):
     d = e.definition()
     edit(d)
     assert ex.from_dict(d).definition_hash != e.definition_hash
+
+
+def test_resolution_combine():
+    """combine = "quadrature" (default, not stored: old files keep their hash) or "linear"
+    (sigma = a sqrt(E) + b E, the DANSS model of public global fits)."""
+    from fcmlc.experiments import spectra
+
+    E = np.array([1.0, 3.0, 6.0])
+    np.testing.assert_allclose(spectra.resolution_sigma(E, 0.19, 0.0868, "linear"), 0.19 * np.sqrt(E) + 0.0868 * E)
+    np.testing.assert_allclose(spectra.resolution_sigma(E, 0.19, 0.0868), np.hypot(0.19 * np.sqrt(E), 0.0868 * E))
+    e = ex.load("STEREO")
+    d = e.definition()
+    assert "combine" not in d["response"]
+    d["response"]["combine"] = "quadrature"
+    assert ex.from_dict(d).definition_hash == e.definition_hash
+    danss = ex.load("DANSS")
+    r = danss.definition()["response"]
+    assert r == {"type": "gaussian", "a": 0.19, "b": 0.0868, "combine": "linear", "prompt_offset": 1.806}
+    # the response matrix uses the linear sum: its width at E_prompt = 4 MeV is 0.19*2 + 0.0868*4 MeV
+    te = np.arange(1.8, 12.0001, 0.02)
+    pe = np.arange(0.0, 10.0001, 0.02)
+    R = spectra.gaussian_response(te, pe, 0.19, 0.0868, 1.806, combine="linear")
+    t = int(np.argmin(np.abs(0.5 * (te[1:] + te[:-1]) - 5.806)))
+    c = 0.5 * (pe[1:] + pe[:-1])
+    m = (R[:, t] * c).sum() / R[:, t].sum()
+    sd = np.sqrt((R[:, t] * (c - m) ** 2).sum() / R[:, t].sum())
+    assert sd == pytest.approx(0.19 * 2 + 0.0868 * 4, rel=0.01)
 
 
 def test_definition_hash_changes_for_pulls():
@@ -475,7 +538,9 @@ def _write(tmp_path, text: str, name="user.toml"):
 
 def test_user_model(tmp_path):
     e = ex.from_toml(_write(tmp_path, USER_TOML))
-    assert e.name == "TOY" and e.n_bins == 12 and e.nuisance_directions.shape == (12, 6)
+    assert e.name == "TOY" and e.n_bins == 12 and e.nuisance_directions().shape == (12, 6)
+    assert e.n_norm_groups == 6 and e.norm_prior == pytest.approx(0.1) and not e.shape_only
+    np.testing.assert_array_equal(e.norm_groups, np.tile(np.arange(6), 2))
     assert not e.approximate
     assert e.null_expectation.sum() == pytest.approx(1e4)
     near, far = e.null_expectation[:6].sum(), e.null_expectation[6:].sum()
@@ -502,6 +567,8 @@ BAD_CASES = [
     ("[events]\ntotal = 1.0e4\n", "", ["events", "normalisation"]),
     ("a = 0.06", "a = 0.06\nb = \"x\"", ["response.b", "must be a number"]),
     ("kind = \"covariance\"", "kind = \"likelihood\"", ["experiment.kind", "must be one of"]),
+    ("a = 0.06", "a = 0.06\ncombine = \"sum\"", ["response.combine", "must be one of 'quadrature', 'linear'"]),
+    ("a = 0.06", "a = 0.06\ncombine = 1", ["response.combine", "must be a string"]),
 ]
 
 
@@ -586,7 +653,9 @@ def test_combine():
     assert C.shape == (30, 30)
     np.testing.assert_array_equal(C[2:26, 2:26], ex.load("DANSS").covariance)
     np.testing.assert_array_equal(C[:2, 2:], 0.0)
-    assert s.nuisance_directions.shape == (30, 1) and s.generation_covariance.shape == (30, 30)
+    # groups numbered across experiments: BEST and GALLIUM have none, DANSS one
+    np.testing.assert_array_equal(s.norm_groups, [-1] * 2 + [0] * 24 + [-1] * 4)
+    np.testing.assert_array_equal(ex.combine(["DANSS", "NEOS"]).norm_groups, [0] * 24 + [1] * 61)
     other = ex.combine(["GALLIUM", "BEST", "DANSS"])
     assert other.definition_hash != s.definition_hash
     with pytest.raises(ValueError, match="more than once"):

@@ -26,7 +26,7 @@ import numpy as np
 from . import gallium as ga
 from .core import Experiment, LinearPart, check_covariance
 from .geometry import source_distance_slices
-from .spectra import IBD_THRESHOLD, ISOTOPES, PROMPT_OFFSET, gaussian_response, true_spectrum
+from .spectra import IBD_THRESHOLD, ISOTOPES, PROMPT_OFFSET, RESOLUTION_COMBINE, gaussian_response, true_spectrum
 
 SCHEMA_VERSION = 1
 OBSERVABLES = ("spectrum", "ratio", "ratio_to_reference")
@@ -215,13 +215,18 @@ def _response(ctx: _Ctx, d: Any, field: str, n_prompt: int, n_true: int) -> tupl
         raise ctx.err(field, "must be a table")
     typ = _str(ctx, _req(ctx, d, "type", field), f"{field}.type", ("gaussian", "matrix"))
     if typ == "gaussian":
-        _table(ctx, d, field, ("type", "a", "b", "prompt_offset"))
+        _table(ctx, d, field, ("type", "a", "b", "combine", "prompt_offset"))
         a = _num(ctx, d.get("a", 0.0), f"{field}.a", lo=0.0)
         b = _num(ctx, d.get("b", 0.0), f"{field}.b", lo=0.0)
+        combine = _str(ctx, d.get("combine", "quadrature"), f"{field}.combine", RESOLUTION_COMBINE)
         if a == 0 and b == 0:
-            raise ctx.err(field, "a Gaussian resolution needs a > 0 or b > 0 (sigma/E = a/sqrt(E) (+) b)")
+            raise ctx.err(field, "a Gaussian resolution needs a > 0 or b > 0 (sigma/E = a/sqrt(E) (+) b, or "
+                                 "sigma = a sqrt(E) + b E with combine = 'linear')")
         off = _num(ctx, d.get("prompt_offset", PROMPT_OFFSET), f"{field}.prompt_offset")
-        return {"type": "gaussian", "a": a, "b": b, "prompt_offset": off}, ("gaussian", a, b, off)
+        rc = {"type": "gaussian", "a": a, "b": b, "prompt_offset": off}
+        if combine != "quadrature":  # the default is not stored: existing models keep their hash
+            rc["combine"] = combine
+        return rc, ("gaussian", a, b, off, combine)
     _table(ctx, d, field, ("type", "matrix"))
     M = _array(ctx, _req(ctx, d, "matrix", field), f"{field}.matrix", (n_prompt, n_true), lo=0.0)
     return {"type": "matrix", "matrix": M.tolist()}, ("matrix", M)
@@ -286,7 +291,8 @@ def _build_reactor(ctx: _Ctx, spec: dict) -> Experiment:
         if key[0] == "matrix":
             return key[1]
         if key not in resp_cache:
-            resp_cache[key] = gaussian_response(tedges, pedges, key[1], key[2], key[3], spectrum_nodes=nodes)
+            resp_cache[key] = gaussian_response(tedges, pedges, key[1], key[2], key[3], spectrum_nodes=nodes,
+                                                combine=key[4])
         return resp_cache[key]
 
     default_resp = None

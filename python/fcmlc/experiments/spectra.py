@@ -97,11 +97,32 @@ def true_spectrum(edges: np.ndarray, fission_fractions: Mapping[str, float], n_n
     return (w * s).sum(axis=1), E, w, s
 
 
+#: how the two terms of a Gaussian resolution combine (see :func:`resolution_sigma`)
+RESOLUTION_COMBINE = ("quadrature", "linear")
+
+
+def resolution_sigma(E, a: float, b: float, combine: str = "quadrature") -> np.ndarray:
+    """Absolute resolution sigma(E) in MeV at prompt energy E (MeV) from the stochastic term a
+    and the constant term b:
+
+    * ``"quadrature"``: sigma/E = a/sqrt(E) (+) b, i.e. sigma = sqrt(a^2 E + b^2 E^2);
+    * ``"linear"``: sigma = a sqrt(E) + b E (the terms add linearly, as in the DANSS model of
+      public global fits: sigma = 0.19 sqrt(E) + 0.0868 E)."""
+    E = np.asarray(E, dtype=float)
+    if combine == "quadrature":
+        return np.sqrt(a * a * E + b * b * E * E)
+    if combine == "linear":
+        return a * np.sqrt(E) + b * E
+    raise ValueError(f"resolution terms combine 'quadrature' or 'linear', got {combine!r}")
+
+
 def gaussian_response(true_edges: np.ndarray, prompt_edges: np.ndarray, a: float, b: float,
-                      prompt_offset: float = PROMPT_OFFSET, spectrum_nodes=None, n_nodes: int = 8) -> np.ndarray:
+                      prompt_offset: float = PROMPT_OFFSET, spectrum_nodes=None, n_nodes: int = 8,
+                      combine: str = "quadrature") -> np.ndarray:
     """Response matrix R[p, t]: fraction of the events of true-energy bin t reconstructed in
-    prompt bin p, for a Gaussian resolution sigma/E = a/sqrt(E) (+) b (in quadrature) around
-    E_prompt = E_nu - prompt_offset.
+    prompt bin p, for a Gaussian resolution around E_prompt = E_nu - prompt_offset with
+    sigma/E = a/sqrt(E) (+) b in quadrature (default) or sigma = a sqrt(E) + b E
+    (``combine = "linear"``), see :func:`resolution_sigma`.
 
     Inside a true bin the events are weighted with the spectrum at the quadrature nodes
     (`spectrum_nodes` = (E, w, s) from :func:`true_spectrum`; flat if None). Events falling
@@ -116,8 +137,7 @@ def gaussian_response(true_edges: np.ndarray, prompt_edges: np.ndarray, a: float
         E, w, s = spectrum_nodes
     Ep = E - prompt_offset
     Epos = np.clip(Ep, 1e-6, None)
-    sigma = np.sqrt(a * a * Epos + b * b * Epos * Epos)
-    sigma = np.maximum(sigma, 1e-9)
+    sigma = np.maximum(resolution_sigma(Epos, a, b, combine), 1e-9)
     # (n_prompt_edges, n_true, n_nodes)
     cdf = ndtr((prompt_edges[:, None, None] - Ep[None]) / sigma[None])
     frac = np.diff(cdf, axis=0)  # (n_prompt, n_true, n_nodes)
