@@ -190,7 +190,7 @@ def test_train_writes_complete_model_directory(tiny_model):
     names = sorted(p.name for p in out.iterdir())
     assert names == ["config.json", "flow.pt", "regressor.pt", "scalers.npz", "transition.npz"]
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["format"] == "fcmlc-model" and cfg["format_version"] == 1
+    assert cfg["format"] == "fcmlc-model" and cfg["format_version"] == 2
     assert cfg["experiments"] == ["TOY"] and cfg["n_features"] == 3
     assert cfg["experiment_hashes"] == {"TOY": "linear-gaussian-3"}
     assert cfg["dataset"]["seed"] == 3 and cfg["dataset"]["path"].endswith("tiny.h5")

@@ -50,6 +50,18 @@ def paper_split(n_points: int, n_per_point: int, seed: int, holdout_fraction: fl
     return split
 
 
+def normalisation_of(experiment) -> dict:
+    """{"norm_groups": [...], "norm_prior": sigma} of one experiment (JSON-able)."""
+    return {"norm_groups": [int(g) for g in np.asarray(experiment.norm_groups)],
+            "norm_prior": float(experiment.norm_prior)}
+
+
+def normalisation_json(experiments) -> str:
+    """The normalisation model of each experiment as stored in a dataset file."""
+    return json.dumps({str(e.name): normalisation_of(e) for e in experiments}, sort_keys=True)
+
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """Everything that determines the content of a dataset file."""
@@ -61,6 +73,10 @@ class DatasetSpec:
     n_per_point: int
     seed: int
     dtype: str = "float32"
+    #: JSON {name: {"norm_groups": [...], "norm_prior": sigma}}: each experiment's normalisation
+    #: model, from which a trained network builds its normalisation-invariant features; None:
+    #: experiments without free normalisations (raw bins are the features)
+    normalisation: str | None = None
 
     def attrs(self) -> dict:
         return {
@@ -71,6 +87,9 @@ class DatasetSpec:
             "grid": json.dumps(self.grid.to_dict()),
             "experiments": json.dumps(list(self.experiments)),
             "experiment_hashes": json.dumps(dict(zip(self.experiments, self.experiment_hashes))),
+            "normalisation": self.normalisation if self.normalisation is not None else json.dumps(
+                {n: {"norm_groups": [-1] * int(b), "norm_prior": 0.0} for n, b in zip(self.experiments, self.n_bins)},
+                sort_keys=True),
         }
 
     def mismatch(self, f: h5py.File) -> list[str]:
@@ -136,6 +155,9 @@ class SimDataset:
             raise ValueError(f"{self.path} is not an fcmlc dataset (format {a.get('fcmlc_format')!r}, expected {FORMAT})")
         self.experiments: list[str] = json.loads(a["experiments"])
         self.experiment_hashes: dict = json.loads(a["experiment_hashes"])
+        #: {name: {"norm_groups": [...], "norm_prior": sigma}}, or None for a file written before
+        #: the normalisation model was recorded
+        self.normalisation: dict | None = json.loads(a["normalisation"]) if "normalisation" in a else None
         self.grid = Grid.from_dict(json.loads(a["grid"]))
         self.n_per_point = int(a["n_per_point"])
         self.seed = int(a["seed"])

@@ -360,7 +360,8 @@ def mse_maps(model, dataset, bins=(20, 20), n_samples: int = 100, seed: int = 0,
                     if cols is not None:
                         xb = xb[:, cols]
                     sb = int(np.random.SeedSequence([seed, b]).generate_state(1)[0])
-                    pred[s0:s0 + batch] = model.regressor.predict_mean(xb, n_samples, seed=sb)
+                    pred[s0:s0 + batch] = model.regressor.predict_mean(model.features.transform(xb), n_samples,
+                                                                       seed=sb)
                 if variables == "standardised":
                     y = model.regressor.y_scaler.transform(y)
                     pred = model.regressor.y_scaler.transform(pred)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .flow import CellGrid, ConditionalFlow, build_flow, transition_matrix
+from .features import FeatureMap
 from .regressor import MCDropoutMLP, Regressor, Standardizer
 from .training import Samples, TrainConfig, fit_flow, fit_regressor, memory_limit_bytes
 from .._util import jsonable as _jsonable, torch_threads as _torch_threads
@@ -39,7 +40,7 @@ from .._util import jsonable as _jsonable, torch_threads as _torch_threads
 __all__ = ["FCMLC", "train", "ModelDirectoryError", "FORMAT_NAME", "FORMAT_VERSION"]
 
 FORMAT_NAME = "fcmlc-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MODEL_FILES = ("regressor.pt", "flow.pt", "scalers.npz", "transition.npz")
 
 
@@ -69,7 +70,7 @@ class FCMLC:
 
     def __init__(self, regressor: Regressor, flow: ConditionalFlow, transition: np.ndarray,
                  yhat_grid: CellGrid, y_grid: CellGrid, experiments, config: dict | None = None,
-                 info: dict | None = None):
+                 info: dict | None = None, features: FeatureMap | None = None):
         T = np.asarray(transition)
         if T.shape != (yhat_grid.n_cells, y_grid.n_cells):
             raise ValueError(f"transition matrix has shape {T.shape}, expected "
@@ -77,6 +78,11 @@ class FCMLC:
         self.regressor = regressor
         self.flow = flow
         self.transition = T
+        #: raw data vector -> network input (group fractions for shape-only experiments)
+        self.features = FeatureMap(np.full(regressor.n_features, -1)) if features is None else features
+        if self.features.n_features != regressor.n_features:
+            raise ValueError(f"feature map has {self.features.n_features} bins but the regressor takes "
+                             f"{regressor.n_features} features")
         self.yhat_grid = yhat_grid
         self.y_grid = y_grid
         self.experiments = [str(e) for e in experiments]
@@ -129,7 +135,7 @@ class FCMLC:
     def sample_yhat(self, x, n_samples: int = 1000, seed: int = 0) -> np.ndarray:
         """MC-dropout samples of y_hat = (log10|Ue4|, log10 dm2): (n, n_samples, 2)."""
         arr, _ = self._check_x(x)
-        return self.regressor.predict_samples(arr, n_samples=n_samples, seed=seed)
+        return self.regressor.predict_samples(self.features.transform(arr), n_samples=n_samples, seed=seed)
 
     def bandwidths(self, samples, bandwidth="normal_reference", bandwidth_floor: float = 0.5) -> np.ndarray:
         """KDE bandwidths (n, 2) in (log10|Ue4|, log10 dm2) for MC-dropout samples (n, m, 2).
@@ -242,6 +248,7 @@ class FCMLC:
             "experiment_bins": self.info.get("experiment_bins"),
             "experiment_hashes": self.info.get("experiment_hashes"),
             "n_features": self.n_features,
+            "features": self.features.to_dict(),
             "regressor": self.regressor.net.architecture(),
             "flow": dict(self.flow.architecture),
             "grids": {"yhat": self.yhat_grid.to_dict(), "y": self.y_grid.to_dict()},
@@ -305,6 +312,7 @@ class FCMLC:
             yhat_grid = CellGrid.from_dict(cfg["grids"]["yhat"])
             y_grid = CellGrid.from_dict(cfg["grids"]["y"])
             experiments = list(cfg["experiments"])
+            features = FeatureMap.from_dict(cfg["features"])
         except (KeyError, TypeError, ValueError) as e:
             raise ModelDirectoryError(f"{cpath}: incomplete or invalid model description ({e!r})") from None
 
@@ -318,6 +326,9 @@ class FCMLC:
         if x_scaler.dim != n_features:
             raise ModelDirectoryError(f"{d / 'scalers.npz'}: input scaler has {x_scaler.dim} features but "
                                       f"config.json says n_features = {n_features}")
+        if features.n_features != n_features:
+            raise ModelDirectoryError(f"{cpath}: the feature map covers {features.n_features} bins but "
+                                      f"n_features = {n_features}")
         if y_scaler.dim != 2:
             raise ModelDirectoryError(f"{d / 'scalers.npz'}: target scaler has {y_scaler.dim} outputs, expected 2")
 
@@ -363,7 +374,7 @@ class FCMLC:
 
         info = {k: cfg.get(k) for k in ("experiment_bins", "experiment_hashes", "dataset", "training", "fcmlc_version")}
         info["directory"] = str(d)
-        return cls(regressor, flow, T, yhat_grid, y_grid, experiments, cfg.get("training_config"), info)
+        return cls(regressor, flow, T, yhat_grid, y_grid, experiments, cfg.get("training_config"), info, features)
 
 
 def _load_state(module: torch.nn.Module, path: Path, what: str):
@@ -475,8 +486,9 @@ def _train(ds, out, experiments, config, device, seed, progress) -> FCMLC:
     need = train_idx.size * (n_feat * 4 + 16)
     in_memory = cfg.in_memory if cfg.in_memory != "auto" else need <= memory_limit_bytes()
     chunk = int(cfg.chunk_rows)
-    train_src = Samples(ds, fit_idx, columns, in_memory, chunk, progress, "loading training set")
-    val_src = Samples(ds, val_idx, columns, in_memory, chunk, progress, "loading validation set")
+    features = FeatureMap.from_normalisation(getattr(ds, "normalisation", None), names)
+    train_src = Samples(ds, fit_idx, columns, in_memory, chunk, progress, "loading training set", features)
+    val_src = Samples(ds, val_idx, columns, in_memory, chunk, progress, "loading validation set", features)
 
     grid = ds.grid
     budget = cfg.time_budget
@@ -517,7 +529,7 @@ def _train(ds, out, experiments, config, device, seed, progress) -> FCMLC:
             "total_seconds": time.monotonic() - t_start,
         },
     }
-    model = FCMLC(regressor, flow, T, yhat_grid, y_grid, names, cfg.to_dict(), info)
+    model = FCMLC(regressor, flow, T, yhat_grid, y_grid, names, cfg.to_dict(), info, features)
     if out is not None:
         model.save(out)
         model.info["directory"] = str(out)

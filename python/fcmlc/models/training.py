@@ -273,8 +273,10 @@ class Samples:
     """
 
     def __init__(self, dataset, indices, columns=None, in_memory: bool = True, chunk_rows: int = 65536,
-                 progress: bool = False, desc: str = "loading"):
+                 progress: bool = False, desc: str = "loading", features=None):
         self.dataset = dataset
+        #: raw bins -> network features (:class:`fcmlc.models.features.FeatureMap`; None: raw bins)
+        self.features = features
         self.indices = np.asarray(indices, dtype=np.int64)
         self.columns = None if columns is None else np.asarray(columns, dtype=np.int64)
         self.chunk_rows = int(chunk_rows)
@@ -304,6 +306,8 @@ class Samples:
             x = np.asarray(x)
             if self.columns is not None:
                 x = x[:, self.columns]
+            if self.features is not None:
+                x = self.features.transform(x, np.float32)
             yield np.ascontiguousarray(x, dtype=np.float32), _log_targets(y)
 
     def chunks(self, shuffle_seed=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:

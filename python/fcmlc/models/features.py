@@ -1,0 +1,119 @@
+"""Network inputs that carry exactly the information the statistical model gives the data.
+
+A shape-only experiment (every normalisation group free, ``Experiment.shape_only``) states
+that the bins of group g are known only up to a common factor beta_g: the chi2 profiles beta_g
+away, so the rate of a group is no information about the oscillation. A network fed the raw
+bins would learn that rate from the simulator (realizations at beta = 1) and use a
+measurement the model says does not exist. FCMLC therefore feeds such an experiment to its
+network as *fractions within each group*,
+
+    f_i = x_i / sum_{j in g(i)} x_j,
+
+which are exactly invariant under x_g -> c_g x_g: the FCMLC posterior of a shape-only
+experiment does not change when a normalisation group of the data vector is rescaled. Bins of
+experiments without free normalisations (pull-type gallium and BEST rates, or an experiment
+whose normalisation has a stated prior, ``norm_prior > 0``) enter unchanged.
+
+Why fractions and not, say, the whitened data with the nuisance directions projected out: the
+directions diag(mu(theta)) E depend on theta, so a projection would need theta; the fractions
+are the maximal invariant of the per-group scaling and need nothing but the data.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..dataset import normalisation_of
+
+
+class FeatureMap:
+    """x (raw concatenated bins) -> network features (group fractions for shape-only experiments).
+
+    ``groups[i]`` is the global group index of feature column i, or -1 for a column passed
+    through unchanged; ``names[g]`` says which experiment and group g is, for error messages.
+    """
+
+    def __init__(self, groups, names=None):
+        self.groups = np.asarray(groups, dtype=np.int64).reshape(-1)
+        k = int(self.groups.max()) + 1 if self.groups.size and self.groups.max() >= 0 else 0
+        if np.any(self.groups < -1) or (k and set(np.unique(self.groups[self.groups >= 0])) != set(range(k))):
+            raise ValueError("FeatureMap: groups must be -1 or number the groups 0..k-1 without gaps")
+        self.n_groups = k
+        self.names = list(names) if names is not None else [f"group {g}" for g in range(k)]
+        if len(self.names) != k:
+            raise ValueError(f"FeatureMap: {len(self.names)} group names for {k} groups")
+        self._cols = np.flatnonzero(self.groups >= 0)
+        self._gid = self.groups[self._cols]
+
+    @property
+    def identity(self) -> bool:
+        return self.n_groups == 0
+
+    @property
+    def n_features(self) -> int:
+        return int(self.groups.size)
+
+    @classmethod
+    def from_normalisation(cls, normalisation: dict | None, names) -> "FeatureMap":
+        """From a dataset's {name: {"norm_groups", "norm_prior"}} for the experiments `names`
+        (in feature order). Experiments with a prior on their normalisation, or none, pass
+        through. `normalisation` None (a dataset written before the model was recorded) gives
+        the identity map."""
+        groups, labels, off = [], [], 0
+        for name in names:
+            if normalisation is None:
+                raise ValueError("the dataset does not record its experiments' normalisation model (it was "
+                                 "written by an older fcmlc, under a different statistical model): "
+                                 "simulate it again")
+            if name not in normalisation:
+                raise ValueError(f"the dataset records no normalisation model for experiment {name!r}")
+            d = normalisation[name]
+            g = np.asarray(d["norm_groups"], dtype=np.int64)
+            if float(d.get("norm_prior", 0.0)) == 0.0 and g.size and g.min() >= 0:
+                k = int(g.max()) + 1
+                groups.append(g + off)
+                labels += [f"{name} normalisation group {j}" for j in range(k)]
+                off += k
+            else:
+                groups.append(np.full(g.size, -1, dtype=np.int64))
+        return cls(np.concatenate(groups) if groups else np.zeros(0, np.int64), labels)
+
+    @classmethod
+    def from_experiments(cls, experiments) -> "FeatureMap":
+        exps = list(experiments)
+        return cls.from_normalisation({str(e.name): normalisation_of(e) for e in exps}, [str(e.name) for e in exps])
+
+    def to_dict(self) -> dict:
+        return {"kind": "group_fractions", "groups": self.groups.tolist(), "names": self.names}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "FeatureMap":
+        if d is None:
+            raise ValueError("no feature map recorded")
+        if d.get("kind") != "group_fractions":
+            raise ValueError(f"unknown feature map kind {d.get('kind')!r}")
+        return cls(d["groups"], d.get("names"))
+
+    def transform(self, x, dtype=None) -> np.ndarray:
+        """Features of data vectors x (n, n_features) or (n_features,), in float64 (or `dtype`).
+
+        Raises ValueError when a group of a data vector sums to <= 0 (its fractions are
+        undefined), naming the vector and the group."""
+        x = np.asarray(x)
+        single = x.ndim == 1
+        X = np.atleast_2d(x).astype(np.float64, copy=True)
+        if X.shape[1] != self.groups.size:
+            raise ValueError(f"FeatureMap: data have {X.shape[1]} bins, the map {self.groups.size}")
+        if self.n_groups:
+            sub = X[:, self._cols]
+            sums = np.zeros((X.shape[0], self.n_groups))
+            for j in range(self.n_groups):  # ascending order: the same sum for any batch
+                sums[:, j] = sub[:, self._gid == j].sum(axis=1)
+            bad = ~(sums > 0)
+            if np.any(bad):
+                r, g = np.argwhere(bad)[0]
+                raise ValueError(f"data vector {r}: the bins of {self.names[g]} sum to {sums[r, g]:.4g} <= 0, so "
+                                 "their fractions (the shape-only features) are undefined")
+            X[:, self._cols] = sub / sums[:, self._gid]
+        if dtype is not None:
+            X = X.astype(dtype, copy=False)
+        return X[0] if single else X
