@@ -166,7 +166,15 @@ def test_global_task_data_provenance_without_releases(tmp_path):
         assert d["x"].shape == (e.n_bins,) and np.all(np.isfinite(d["x"]))
         if d["kind"] == "mock":
             assert "MOCK" in d["source"]
-            np.testing.assert_allclose(d["x"], e.expectation(0.0, 1.0))  # Asimov no-oscillation data
+            # one seeded realization of the no-oscillation model: noisy, not the Asimov vector, and
+            # reproducible from the seed
+            mu = e.expectation(0.0, 1.0)
+            assert not np.allclose(d["x"], mu)
+            z = np.linalg.solve(np.linalg.cholesky(e.covariance), d["x"] - mu)
+            assert 0.5 * e.n_bins < z @ z < 2.0 * e.n_bins  # chi2 of n_bins dof, not ~0
+    _, again = task_experiments("global", tmp_path)
+    for d, d2 in zip(data, again):
+        np.testing.assert_array_equal(d["x"], d2["x"])
 
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="public data releases (../shared/data) not available")

@@ -38,8 +38,7 @@ def register(subparsers) -> None:
                     "limit per dm2), wilks.png and summary.json to the output directory.")
     p.add_argument("--experiments", required=True,
                    help="comma-separated experiment names (see `fcmlc experiments`) or TOML model files")
-    p.add_argument("--grid", type=_grid_type(), default=None, metavar="N|NxM",
-                   help="log grid over the paper's ranges, N x N or NxM points (default 101, the paper's)")
+    _add_grid_args(p)
     add_data_source_args(p)
     p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     p.add_argument("--fc", default=None, metavar="FILE",
@@ -48,10 +47,16 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_wilks)
 
 
-def _grid_type():
-    from .cli import _grid_arg
+def _add_grid_args(p):
+    from .cli import add_grid_args
 
-    return _grid_arg
+    add_grid_args(p)
+
+
+def _grid_from_args(args):
+    from .cli import grid_from_args
+
+    return grid_from_args(args)
 
 
 def parse_levels(text: str) -> tuple:
@@ -86,7 +91,7 @@ def cmd_fc(args) -> int:
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
     levels = parse_levels(args.levels)
-    grid = args.grid or Grid.paper()
+    grid = _grid_from_args(args)
     model = fq.Chi2Model(parse_experiments(args.experiments), grid)
     t0 = time.perf_counter()
     res = fq.feldman_cousins(model, n_toys=args.toys, seed=args.seed, levels=levels, out=args.output,
@@ -117,7 +122,7 @@ def cmd_wilks(args) -> int:
 
     if args.threads is not None and args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    grid = args.grid or Grid.paper()
+    grid = _grid_from_args(args)
     model = fq.Chi2Model(parse_experiments(args.experiments), grid)
     fc = None
     if args.fc is not None:

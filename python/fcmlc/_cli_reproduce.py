@@ -29,8 +29,17 @@ def register(subparsers) -> None:
     p.add_argument("--data-dir", default=None,
                    help="folder with the public data releases (prospect-2020-oscillation/, danss-2018/, "
                         "neos-2017/); default <repo>/../shared/data when it exists")
+    p.add_argument("--dm2-range", type=_dm2_range, default=None, metavar="LO:HI",
+                   help="dm2 range of the grid in eV^2 (default 0.01:10, the paper's; e.g. 0.01:100 for a global "
+                        "fit whose best point sits at 10 eV^2)")
     p.add_argument("--no-progress", action="store_true", help="no step banners or progress bars")
     p.set_defaults(func=cmd_reproduce)
+
+
+def _dm2_range(text):
+    from .cli import _dm2_range_arg
+
+    return _dm2_range_arg(text)
 
 
 def cmd_reproduce(args) -> int:
@@ -42,6 +51,6 @@ def cmd_reproduce(args) -> int:
         raise ValueError("--seed must be >= 0")
     t0 = time.perf_counter()
     path = reproduce(args.task, args.scale, args.output, threads=args.threads, seed=args.seed,
-                     data_dir=args.data_dir, progress=not args.no_progress)
+                     data_dir=args.data_dir, progress=not args.no_progress, dm2_range=args.dm2_range)
     print(f"{path} written ({time.perf_counter() - t0:.1f} s)")
     return 0

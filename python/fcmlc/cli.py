@@ -23,12 +23,39 @@ def _grid_arg(text: str):
     return Grid(shape=shape)
 
 
+def _dm2_range_arg(text: str):
+    try:
+        lo, hi = (float(t) for t in text.replace(",", ":").split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--dm2-range takes LO:HI in eV^2 (e.g. 0.01:100), got {text!r}") from None
+    if not (0 < lo < hi < float("inf")):
+        raise argparse.ArgumentTypeError(f"--dm2-range needs 0 < LO < HI, got {text!r}")
+    return (lo, hi)
+
+
+def add_grid_args(p: argparse.ArgumentParser) -> None:
+    """--grid and --dm2-range: the log grid of a command (read back with :func:`grid_from_args`)."""
+    p.add_argument("--grid", type=_grid_arg, default=None, metavar="N|NxM",
+                   help="log grid, N x N or NxM (|Ue4| x dm2) points (default 101, the paper's)")
+    p.add_argument("--dm2-range", type=_dm2_range_arg, default=None, metavar="LO:HI",
+                   help="dm2 range of the grid in eV^2 (default 0.01:10, the paper's; a global fit whose best "
+                        "point sits at 10 eV^2 may need e.g. 0.01:100)")
+
+
+def grid_from_args(args):
+    """The Grid of --grid / --dm2-range (the paper's 101 x 101 over its ranges by default)."""
+    from .physics import Grid
+
+    g = getattr(args, "grid", None) or Grid.paper()
+    rng = getattr(args, "dm2_range", None)
+    return g if rng is None else Grid(g.ue4_range, tuple(rng), g.shape)
+
+
 def add_common_generation_args(p: argparse.ArgumentParser) -> None:
     """Options shared by `simulate` and `fc`."""
     p.add_argument("--experiments", required=True,
                    help="comma-separated experiment names (see `fcmlc experiments`) or TOML model files")
-    p.add_argument("--grid", type=_grid_arg, default=None, metavar="N|NxM",
-                   help="log grid over the paper's ranges, N x N or NxM points (default 101, the paper's)")
+    add_grid_args(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     p.add_argument("--chunk-points", type=int, default=None, help="grid points per written chunk")
@@ -57,10 +84,9 @@ def parse_experiments(text: str):
 
 
 def _cmd_simulate(args) -> int:
-    from .physics import Grid
     from .simulation import simulate
 
-    grid = args.grid or Grid.paper()
+    grid = grid_from_args(args)
     t0 = time.perf_counter()
     path = simulate(parse_experiments(args.experiments), grid, n_per_point=args.per_point, seed=args.seed,
                     out=args.output, threads=args.threads, chunk_points=args.chunk_points, scheduler=args.scheduler,

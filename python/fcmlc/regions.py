@@ -33,7 +33,16 @@ __all__ = [
     "iou",
     "threshold_contours",
     "mask_contours",
+    "EDGE_NAMES",
+    "edges_touched",
+    "point_edges",
 ]
+
+#: The four edges of a (dm2 rows x |Ue4| columns) map, in the order edges_touched reports them.
+#: The low-|Ue4| edge is the no-oscillation limit: a region reaching it is the usual exclusion
+#: shape, not a warning; the other three are limits of the scanned grid, beyond which the
+#: best point or the region may continue.
+EDGE_NAMES = ("low |Ue4| (no-oscillation limit)", "high |Ue4|", "low dm2", "high dm2")
 
 
 # ---- cells ----------------------------------------------------------------------------
@@ -266,3 +275,27 @@ def mask_contours(mask, x_centres, y_centres, log: bool = True) -> list:
     if m.dtype != bool:
         raise ValueError(f"mask must be a boolean array, got dtype {m.dtype}")
     return threshold_contours(m.astype(float), x_centres, y_centres, 0.5, log=log)
+
+
+def edges_touched(mask, include_null: bool = False) -> list:
+    """Names (from :data:`EDGE_NAMES`) of the grid edges that a region mask (n_dm2, n_ue4) reaches.
+
+    Without ``include_null`` the low-|Ue4| (no-oscillation) edge is left out: an allowed region
+    reaching it is the usual exclusion shape, while reaching any other edge means the region may
+    continue beyond the scanned grid."""
+    m = np.asarray(mask, dtype=bool)
+    if m.ndim != 2:
+        raise ValueError(f"mask must be 2-D (n_dm2, n_ue4), got shape {m.shape}")
+    if not m.any():
+        return []
+    hit = (m[:, 0].any(), m[:, -1].any(), m[0, :].any(), m[-1, :].any())
+    return [n for i, (n, h) in enumerate(zip(EDGE_NAMES, hit)) if h and (include_null or i > 0)]
+
+
+def point_edges(i_ue4: int, i_dm2: int, shape) -> list:
+    """Names of the grid-limit edges (not the no-oscillation one) on which the point with column
+    ``i_ue4`` and row ``i_dm2`` of a (n_dm2, n_ue4) grid lies: a best point there may be a
+    minimum of the scanned grid only, the true one lying beyond it."""
+    n_dm2, n_ue4 = (int(v) for v in shape)
+    hit = (False, i_ue4 == n_ue4 - 1, i_dm2 == 0, i_dm2 == n_dm2 - 1)
+    return [n for n, h in zip(EDGE_NAMES, hit) if h]

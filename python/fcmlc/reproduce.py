@@ -50,8 +50,11 @@ Observed data (Fig. 5): BEST and GALLIUM use the published ratios built into the
 PROSPECT, DANSS and NEOS use their public releases from ``data_dir`` (default
 ``<repo>/../shared/data`` when that folder exists), and then the models built from those
 releases are also the ones simulated and trained on; without a release they enter with the
-built-in model and Asimov (no-oscillation) mock data. STEREO has no public data release: its
-"observed" vector is always the Asimov no-oscillation expectation, labelled as mock data.
+built-in model and mock data. STEREO has no public data release: its "observed" block is always
+mock data. Mock data are one seeded realization of the no-oscillation model (random-stream key
+``2**42``, the run's seed), labelled MOCK in every output: a noiseless Asimov vector would be
+far "too clean" (chi2 = 0 where realizations give about the number of bins) and unlike any
+training sample.
 
 Seeds: realizations, training and MC-dropout masks use ``seed``; Feldman-Cousins toys use
 ``seed + 1`` (so they are not the training realizations); the example realizations of Fig. 3
@@ -67,7 +70,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -130,13 +133,16 @@ class Scale:
     coverage_trials: int
     mc_samples: int
     mse_samples: int
+    #: dm2 range of the grid in eV^2 (the paper's 0.01-10 unless ``reproduce(dm2_range=...)``)
+    dm2_range: tuple = DM2_RANGE
 
     def grid(self) -> Grid:
-        return Grid(shape=self.grid_shape)
+        return Grid(dm2_range=tuple(self.dm2_range), shape=self.grid_shape)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["grid_shape"] = list(self.grid_shape)
+        d["dm2_range"] = [float(v) for v in self.dm2_range]
         return d
 
 
@@ -230,13 +236,19 @@ def _figure(figsize):
 # experiments and their data
 
 
-def task_experiments(task: str, data_dir=None) -> tuple[list, list]:
+#: random-stream key (point id) of the mock data vectors: no grid point, coverage trial or example uses it
+MOCK_STREAM_KEY = 2 ** 42
+
+
+def task_experiments(task: str, data_dir=None, seed: int = 0) -> tuple[list, list]:
     """Experiment objects of a task and, for each, its "observed" data vector and provenance.
 
     Returns (experiments, data) where data[i] = {"name", "x" (ndarray), "kind": "real" | "mock",
-    "source": text, "model": text}. See the module docstring for which data are real.
+    "source": text, "model": text}. See the module docstring for which data are real; a mock
+    block is one realization of the experiment's no-oscillation model under ``seed``.
     """
     from . import experiments as ex
+    from .simulation import realizations
 
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}: expected one of {', '.join(TASKS)} (or 'all')")
@@ -262,11 +274,12 @@ def task_experiments(task: str, data_dir=None) -> tuple[list, list]:
                    "published ratios built into the model (EXPERIMENTS.md)")
             data.append({"name": e.name, "x": x, "kind": "real", "source": src, "model": model})
         else:
-            x = np.asarray(e.null_expectation, dtype=float).reshape(-1)
+            x = realizations(e, 0.0, 1.0, n_per_point=1, seed=int(seed), point_ids=[MOCK_STREAM_KEY])[0, 0]
             why = ("no public data release exists" if name == "STEREO" else
                    f"release not available: {note}" if note else "no observed data in the model")
             data.append({"name": e.name, "x": x, "kind": "mock",
-                         "source": f"MOCK: Asimov no-oscillation expectation ({why})", "model": model})
+                         "source": f"MOCK: one realization of the no-oscillation model, seed {int(seed)} ({why})",
+                         "model": model})
         exps.append(e)
     return exps, data
 
@@ -275,7 +288,7 @@ def _download_hint(data: list) -> str | None:
     missing = [d["name"] for d in data if d["kind"] == "mock" and d["name"] in ("PROSPECT", "DANSS", "NEOS")]
     if not missing:
         return None
-    return (f"{', '.join(missing)} entered with mock (Asimov) data because their public data releases were not "
+    return (f"{', '.join(missing)} entered with mock data (a no-oscillation realization) because their public data releases were not "
             "found. To use real data, put the releases in one folder and pass it as --data-dir: "
             "'prospect-2020-oscillation/' (PROSPECT, PRD 103, 032001 (2021), arXiv:2006.11210, supplementary "
             "material), 'danss-2018/' (DANSS bottom/top ratio and inverse covariance, arXiv:1804.04046 as "
@@ -406,7 +419,7 @@ def _check_task_args(task, scale, seed, threads):
 
 
 def reproduce(task: str, scale: str = "small", out="report", threads=None, seed: int = 0, data_dir=None,
-              progress: bool = True) -> Path:
+              progress: bool = True, dm2_range=None) -> Path:
     """Run the pipeline of ``task`` ('stereo', 'best', 'global' or 'all') at ``scale`` ('small',
     'paper', 'paper-fast' or the test-only 'tiny') into the directory ``out`` and write ``out/REPORT.md`` with
     its figures. Returns the path of REPORT.md.
@@ -415,8 +428,15 @@ def reproduce(task: str, scale: str = "small", out="report", threads=None, seed:
     with other settings is refused (ValueError). ``data_dir``: folder with the public releases
     (default :func:`default_data_dir`; a given folder must exist). ``threads``: CPU threads of
     the kernels and torch (default: all). ``progress``: step banners and progress bars on stderr.
+    ``dm2_range``: (lo, hi) in eV^2 of the grid (default the paper's 0.01-10), e.g. (0.01, 100) for
+    a global fit whose best point sits at the paper grid's upper edge.
     """
     _check_task_args(task, scale, seed, threads)
+    sc = SCALES[scale]
+    if dm2_range is not None:
+        lo, hi = (float(v) for v in dm2_range)
+        Grid(dm2_range=(lo, hi), shape=(2, 2))  # validates the range with Grid's message
+        sc = replace(sc, dm2_range=(lo, hi))
     seed = int(seed)
     threads = None if threads is None else int(threads)
     if data_dir is not None:
@@ -433,9 +453,9 @@ def reproduce(task: str, scale: str = "small", out="report", threads=None, seed:
         reports = {}
         for t in TASKS:
             _banner(f"task {t} ({TASK_TITLES[t]}) -> {out / t}", progress)
-            reports[t] = _run_task(t, SCALES[scale], out / t, threads, seed, data_dir, progress)
-        return _write_index(out, reports, SCALES[scale], seed)
-    return _run_task(task, SCALES[scale], out, threads, seed, data_dir, progress)
+            reports[t] = _run_task(t, sc, out / t, threads, seed, data_dir, progress)
+        return _write_index(out, reports, sc, seed)
+    return _run_task(task, sc, out, threads, seed, data_dir, progress)
 
 
 def _run_task(task: str, sc: Scale, out: Path, threads, seed: int, data_dir, progress: bool) -> Path:
@@ -444,7 +464,7 @@ def _run_task(task: str, sc: Scale, out: Path, threads, seed: int, data_dir, pro
     out.mkdir(parents=True, exist_ok=True)
     work = out / "work"
     work.mkdir(exist_ok=True)
-    exps, data = task_experiments(task, data_dir)
+    exps, data = task_experiments(task, data_dir, seed)
     eset = ex.combine(exps)
     hint = _download_hint(data)
     if hint and progress:
@@ -645,7 +665,7 @@ def _run_task(task: str, sc: Scale, out: Path, threads, seed: int, data_dir, pro
         mock = [d["name"] for d in data if d["kind"] == "mock"]
         real = [d["name"] for d in data if d["kind"] == "real"]
         label = ("real data: " + ", ".join(real) if real else "no real data") + \
-                ("; MOCK (Asimov, no oscillation): " + ", ".join(mock) if mock else "")
+                ("; MOCK (no-oscillation realization): " + ", ".join(mock) if mock else "")
         ax.set_title(f"Fig. 5 analogue - {TASK_TITLES[task]}\n{label}\n" + ax.get_title(), fontsize="small")
         _save_figure(fig, out / "fig5_observed.png")
         info["real"] = real
@@ -686,6 +706,22 @@ def _compare(model, x, fc, exps, sc: Scale, seed: int, threads, truth):
             "seconds": s.get("seconds"), "regions": {}}
     g = comp.grid
     d = comp.scan.delta_chi2
+    from .regions import edges_touched, point_edges
+
+    # where the chi2 puts its best fit, how credible FCMLC finds that point, and grid-edge warnings
+    bu, bd = comp.scan.best_point
+    try:
+        info["chi2_best_credible_level"] = float(post.credible_level_of(bu, bd))
+    except ValueError:  # outside the posterior grid
+        info["chi2_best_credible_level"] = None
+    iu_b, id_b = g.unravel(int(comp.scan.best_index))
+    pb = post.best_point()
+    info["edges"] = {
+        "chi2_best": point_edges(iu_b, id_b, (g.n_dm2, g.n_ue4)),
+        "fcmlc_best": point_edges(int(np.argmin(np.abs(post.ue4 - pb[0]))), int(np.argmin(np.abs(post.dm2 - pb[1]))),
+                                  (post.dm2.size, post.ue4.size)),
+        "regions": {f"{L:g}": {m: edges_touched(comp.regions[m][L]) for m in comp.regions} for L in FIT_LEVELS},
+    }
     if truth is not None:
         info["truth"] = {"ue4": truth[0], "dm2": truth[1], "sin2_2theta": float(sin2_2theta(truth[0]))}
         # a truth on the boundary of the parameter space (the null-like one) is clipped into the
@@ -774,7 +810,7 @@ def _report_markdown(task, sc: Scale, seed, data, hint, recs, data_dir) -> str:
     a("| item | value |")
     a("|---|---|")
     a(f"| parameter grid | {g[0]} x {g[1]} (\\|Ue4\\| x Δm²), log-spaced, \\|Ue4\\| in [{UE4_RANGE[0]:g}, 1/√2], "
-      f"Δm² in [{DM2_RANGE[0]:g}, {DM2_RANGE[1]:g}] eV² |")
+      f"Δm² in [{sc.dm2_range[0]:g}, {sc.dm2_range[1]:g}] eV² |")
     rs = R["simulate"]
     a(f"| realizations | {sc.n_per_point} per grid point, {rs['n_samples']} in all ({rs['n_features']} bins each); "
       f"train {rs['n_train']}, interpolation test {rs['n_test_interpolation']}, random test {rs['n_test_random']} |")
@@ -877,12 +913,32 @@ def _report_markdown(task, sc: Scale, seed, data, hint, recs, data_dir) -> str:
     a("")
     a("![Fig. 5](fig5_observed.png)")
     a("")
-    a(f"Real data: {', '.join(o['real']) or 'none'}; mock (Asimov no-oscillation) data: {', '.join(o['mock']) or 'none'}.")
+    a(f"Real data: {', '.join(o['real']) or 'none'}; MOCK data (one seeded realization of the no-oscillation model): "
+      f"{', '.join(o['mock']) or 'none'}.")
     a("")
     bf, bc = o["best_point"]["fcmlc"], o["best_point"]["chi2"]
     a(f"FCMLC best point: sin²2θ = {_fmt(bf['sin2_2theta'])}, Δm² = {_fmt(bf['dm2'])} eV². χ² grid minimum: "
       f"sin²2θ = {_fmt(bc['sin2_2theta'])}, Δm² = {_fmt(bc['dm2'])} eV² (χ²_min = {_fmt(bc['chi2_min'])}).")
     a("")
+    cl = o.get("chi2_best_credible_level")
+    if cl is not None:
+        a(f"FCMLC credible level of the χ² best fit: {_fmt(cl)} (the point lies inside the FCMLC region of every "
+          f"level above this; {'inside' if cl < 0.9 else 'OUTSIDE'} the 90% region).")
+        a("")
+    ed = o.get("edges") or {}
+    warn = []
+    if ed.get("chi2_best"):
+        warn.append(f"the χ² best fit lies on the grid's {' and '.join(ed['chi2_best'])} edge: the true minimum may "
+                    "lie beyond the grid (rerun with a wider --dm2-range)")
+    if ed.get("fcmlc_best"):
+        warn.append(f"the FCMLC best point lies on the grid's {' and '.join(ed['fcmlc_best'])} edge")
+    for lv, per in (ed.get("regions") or {}).items():
+        for m, edges in per.items():
+            if edges:
+                warn.append(f"the {m} {100 * float(lv):.0f}% region reaches the grid's {' and '.join(edges)} edge")
+    if warn:
+        a("**Grid-edge warnings:** " + "; ".join(warn) + ".")
+        a("")
     a("| level | FCMLC region | Wilks region | Feldman-Cousins region | excludes no-oscillation edge (FCMLC / Wilks / FC) "
       "| IoU |")
     a("|---|---|---|---|---|---|")
