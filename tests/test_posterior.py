@@ -225,3 +225,22 @@ def test_plot_writes_a_png(tmp_path):
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def test_edge_warnings_name_the_grid_limits_only():
+    g = Grid(shape=(20, 30))
+    lu, ld = np.meshgrid(np.log10(g.ue4), np.log10(g.dm2))
+
+    def post(cu, cd, w=0.15):
+        return Posterior(g.ue4, g.dm2, np.exp(-0.5 * ((lu - cu) ** 2 + (ld - cd) ** 2) / w ** 2))
+
+    # a peak in the middle of the grid: no warning
+    assert post(-1.5, 0.0).edge_warnings() == []
+    assert post(-1.5, 0.0).summary()["edge_warnings"] == []
+    # a peak at the high-dm2 edge: best point and regions flagged, naming that edge
+    w = post(-1.5, 1.0).edge_warnings()
+    assert w[0] == "best point on the grid's high dm2 edge"
+    assert all("high dm2" in s for s in w) and len(w) == 4
+    # a region reaching only the no-oscillation (low |Ue4|) limit is the usual exclusion shape
+    flat = Posterior(g.ue4, g.dm2, np.exp(-0.5 * ((lu + 3.0) / 0.3) ** 2 - 0.5 * (ld / 0.2) ** 2))
+    assert flat.edge_warnings() == []

@@ -186,6 +186,7 @@ def summarise(post, model, meta: dict) -> dict:
                        "mass": ps["levels"][f"{lv:g}"]["mass"],
                        "excludes_null": ps["levels"][f"{lv:g}"]["excludes_null"]} for lv in LEVELS]
     out["excludes_null"] = {f"{lv:.2f}": bool(ps["levels"][f"{lv:g}"]["excludes_null"]) for lv in LEVELS}
+    out["edge_warnings"] = ps["edge_warnings"]
     out["posterior_summary"] = ps
     out["model"] = {"directory": model.info.get("directory"), "experiments": model.experiments,
                     "fcmlc_version": model.version}
@@ -304,3 +305,5 @@ def _print_summary(s, out):
         ex = "excluded" if s["excludes_null"][lv] else "not excluded"
         print(f"  {100 * r['level']:.0f}% credible region: {r['cells']} cells ({100 * r['fraction']:.1f}% of the "
               f"plane); no-oscillation edge {ex}")
+    for w in s.get("edge_warnings", []):
+        print(f"  warning: {w}: the posterior may continue beyond the grid")
