@@ -4,6 +4,7 @@
 #include "fcmlc/chi2.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <cstdint>
 #include <limits>
@@ -170,6 +171,34 @@ inline void take_min(double v, std::int64_t p, double& best, std::int64_t& bp) {
   }
 }
 
+// A norm experiment (multiplicative normalisation groups) as general_lanes reads it: the
+// packed factors L_p^-1, and per toy lane q, b0' (kn), b1 (n_dm2 x kn, linear) or y (n, general).
+struct NormLane {
+  const double* L;
+  int kn, n;
+  bool linear;
+  double prior;
+  const int* gid;
+  const double* mug;  // general: n_points x n
+  const double* Q;    // LANES
+  const double* B0;   // kn x LANES
+  const double* B1;   // linear: n_dm2 x kn x LANES
+  const double* Y;    // general: n x LANES
+  double* bt;         // scratch kn x LANES
+};
+
+// Packed lower-triangular quadratic |L b|^2 (rows in order, each accumulated in ascending c).
+inline double tri_sq(const double* L, const double* b, int k) {
+  double s = 0.0;
+  idx o = 0;
+  for (int a = 0; a < k; ++a) {
+    double t = 0.0;
+    for (int c = 0; c <= a; ++c) t += L[o++] * b[c];
+    s += t * t;
+  }
+  return s;
+}
+
 // The full-grid scan of LANES toys when some experiment is not linear in s2: at every grid
 // point p = j * nu + u, v = lin_value(s2[u], G_j, N_j) + sum over the non-linear experiments e of
 // |r_e - m_e(p)|^2, then the running minimum (ties: lowest p) and the value at the true point pt.
@@ -177,8 +206,8 @@ inline void take_min(double v, std::int64_t p, double& best, std::int64_t& bp) {
 // scalar loop's operations in the same order, so the result is that of the scalar loop.
 FCMLC_CLONES void general_lanes(int nd, int nu, const double* __restrict s2, const double* __restrict gsum,
                                 const double* __restrict nsum, int n_gen, const double* const* rls,
-                                const double* const* ms, const int* ks, std::int64_t pt, double* best,
-                                std::int64_t* bp, double* vt) {
+                                const double* const* ms, const int* ks, int n_norm, const NormLane* nls,
+                                std::int64_t pt, double* best, std::int64_t* bp, double* vt) {
   const lanes_t zero = {};
   for (int l = 0; l < LANES; ++l) {
     best[l] = std::numeric_limits<double>::infinity();
@@ -206,6 +235,40 @@ FCMLC_CLONES void general_lanes(int nd, int nu, const double* __restrict s2, con
           sd += t * t;
         }
         v += sd;
+      }
+      // norm experiments: v += q - |L_p^-1 b'(p)|^2, the scalar norm_point's operations per lane
+      for (int e = 0; e < n_norm; ++e) {
+        const NormLane& nl = nls[e];
+        const int kn = nl.kn;
+        lanes_t* bt = reinterpret_cast<lanes_t*>(nl.bt);
+        if (nl.linear) {
+          const double* b1 = nl.B1 + static_cast<idx>(j) * kn * LANES;
+          for (int g = 0; g < kn; ++g) {
+            lanes_t b0v, b1v;
+            __builtin_memcpy(&b0v, nl.B0 + static_cast<idx>(g) * LANES, sizeof b0v);
+            __builtin_memcpy(&b1v, b1 + static_cast<idx>(g) * LANES, sizeof b1v);
+            bt[g] = b0v - s * b1v;
+          }
+        } else {
+          for (int g = 0; g < kn; ++g) bt[g] = zero + nl.prior;
+          const double* m = nl.mug + static_cast<idx>(p) * nl.n;
+          for (int i = 0; i < nl.n; ++i) {
+            lanes_t yv;
+            __builtin_memcpy(&yv, nl.Y + static_cast<idx>(i) * LANES, sizeof yv);
+            bt[nl.gid[i]] += m[i] * yv;
+          }
+        }
+        const double* L = nl.L + static_cast<idx>(p) * (static_cast<idx>(kn) * (kn + 1) / 2);
+        lanes_t sq = zero;
+        idx o = 0;
+        for (int a = 0; a < kn; ++a) {
+          lanes_t t = zero;
+          for (int c = 0; c <= a; ++c) t += L[o++] * bt[c];
+          sq += t * t;
+        }
+        lanes_t q;
+        __builtin_memcpy(&q, nl.Q, sizeof q);
+        v += q - sq;
       }
       for (int l = 0; l < LANES; ++l) {
         if (p == pt) vt[l] = v[l];
@@ -247,10 +310,10 @@ class Chi2Kernel {
   std::int64_t n_points() const { return static_cast<std::int64_t>(nu_) * nd_; }
   int n_bins() const { return n_bins_; }
   int n_experiments() const { return static_cast<int>(ex_.size()); }
-  bool linear_only() const { return n_general_ == 0; }
+  bool linear_only() const { return n_general_ == 0 && n_norm_ == 0; }
   std::vector<int> dims() const {
     std::vector<int> d;
-    for (const auto& e : ex_) d.push_back(e.k);
+    for (const auto& e : ex_) d.push_back(e.norm ? e.kw : e.k);
     return d;
   }
   std::vector<bool> linear() const {
@@ -263,6 +326,65 @@ class Chi2Kernel {
     for (const auto& e : ex_)
       g.push_back(e.gen == Chi2Generator::gaussian ? "gaussian" : e.gen == Chi2Generator::pulls ? "pulls" : "none");
     return g;
+  }
+  std::vector<int> norm_groups_count() const {
+    std::vector<int> d;
+    for (const auto& e : ex_) d.push_back(e.kn);
+    return d;
+  }
+
+  // Experiment with k_norm multiplicative normalisation groups (see chi2.hpp): Aw (kw, n) is the
+  // projection at the null expectation (whiten() only), Ci = C^+ (n, n), groups (n) in 0..kn-1,
+  // prior = 1/sigma^2 (0: free), Lfac (n_points, kn(kn+1)/2) the packed L_p^-1, and either the
+  // deficits D (n_dm2, n) (linear) or the expectations mu_grid (n_points, n) (general).
+  int add_norm(const std::string& name, const carray<double>& Aw, const carray<double>& N0, const carray<double>& Ci,
+               const carray<std::int64_t>& groups, double prior, const carray<double>& Lfac, bool linear,
+               const carray<double>& table) {
+    Chi2Experiment e = base_experiment(name, Aw, N0);
+    e.Aw = std::move(e.A);
+    e.A.clear();
+    e.kw = e.k;
+    e.k = 0;
+    e.norm = true;
+    e.linear = linear;
+    const int n = e.n;
+    require_ndim(Ci, 2, (name + " C^+").c_str());
+    require(Ci.shape(0) == n && Ci.shape(1) == n, name + ": C^+ must be n_bins x n_bins");
+    require_finite(Ci, (name + " C^+").c_str());
+    require_ndim(groups, 1, (name + " norm_groups").c_str());
+    require(groups.shape(0) == n, name + ": norm_groups must have n_bins entries");
+    require(std::isfinite(prior) && prior >= 0.0, name + ": prior (1/sigma^2) must be finite and >= 0");
+    int kn = 0;
+    e.gid.resize(n);
+    for (int i = 0; i < n; ++i) {
+      const std::int64_t g = groups.data()[i];
+      require(g >= 0, name + ": every bin must belong to a normalisation group");
+      e.gid[i] = static_cast<int>(g);
+      kn = std::max(kn, static_cast<int>(g) + 1);
+    }
+    e.kn = kn;
+    e.prior = prior;
+    e.Ci = copy_vec(Ci);
+    const idx kk = static_cast<idx>(kn) * (kn + 1) / 2;
+    require_ndim(Lfac, 2, (name + " normalisation factors").c_str());
+    require(Lfac.shape(0) == n_points() && static_cast<idx>(Lfac.shape(1)) == kk,
+            name + ": normalisation factors must have shape (n_points, kn(kn+1)/2) = " +
+                shape_str(n_points(), static_cast<py::ssize_t>(kk)));
+    require_finite(Lfac, (name + " normalisation factors").c_str());
+    e.Lfac = copy_vec(Lfac);
+    require_ndim(table, 2, (name + (linear ? " deficit D(dm2)" : " expectation grid")).c_str());
+    if (linear) {
+      require(table.shape(0) == nd_ && table.shape(1) == n, name + ": deficit D(dm2) must have shape (n_dm2, n_bins)");
+      require_finite(table, (name + " deficit D(dm2)").c_str());
+      e.Draw = copy_vec(table);
+    } else {
+      require(table.shape(0) == n_points() && table.shape(1) == n,
+              name + ": expectation grid must have shape (n_points, n_bins)");
+      require_finite(table, (name + " expectation grid").c_str());
+      e.mug = copy_vec(table);
+    }
+    ++n_norm_;
+    return push(std::move(e));
   }
 
   int add_linear(const std::string& name, const carray<double>& A, const carray<double>& N0,
@@ -306,8 +428,10 @@ class Chi2Kernel {
     return push(std::move(e));
   }
 
-  void set_gaussian_generator(int i, std::uint64_t stream, const carray<double>& Ft) {
+  void set_gaussian_generator(int i, std::uint64_t stream, const carray<double>& Ft, double norm_sigma) {
     Chi2Experiment& e = at(i);
+    require(std::isfinite(norm_sigma) && norm_sigma >= 0.0, e.name + ": norm_sigma must be finite and >= 0");
+    require(norm_sigma == 0.0 || e.norm, e.name + ": norm_sigma > 0 needs normalisation groups");
     require_ndim(Ft, 2, (e.name + " generation factor_t").c_str());
     require(Ft.shape(1) == e.n && Ft.shape(0) >= 1,
             e.name + ": generation factor_t must have shape (k, n_bins) with n_bins = " + std::to_string(e.n) +
@@ -316,8 +440,17 @@ class Chi2Kernel {
     e.gen = Chi2Generator::gaussian;
     e.stream = stream;
     e.kg = static_cast<int>(Ft.shape(0));
-    e.M.assign(static_cast<idx>(e.k) * e.kg, 0.0);
+    e.gen_sigma = norm_sigma;
     const double* F = Ft.data();
+    if (e.norm) {  // toys formed as data vectors x = mu (1 + sigma E w) + F z, then scanned as data
+      e.Fm.assign(static_cast<idx>(e.n) * e.kg, 0.0);
+      for (int g = 0; g < e.kg; ++g)
+        for (int b = 0; b < e.n; ++b) e.Fm[static_cast<idx>(b) * e.kg + g] = F[static_cast<idx>(g) * e.n + b];
+      e.M.clear(), e.G.clear();
+      e.J.clear(), e.Lp.clear(), e.lo.clear(), e.sigma.clear();
+      return;
+    }
+    e.M.assign(static_cast<idx>(e.k) * e.kg, 0.0);
     for (int a = 0; a < e.k; ++a)
       for (int g = 0; g < e.kg; ++g) {
         const double* arow = e.A.data() + static_cast<idx>(a) * e.n;
@@ -359,6 +492,7 @@ class Chi2Kernel {
     for (py::ssize_t q = 0; q < p; ++q)
       require(!std::isnan(lo.data()[q]), e.name + ": pull_lower must not be NaN (use -inf for no bound)");
     for (py::ssize_t b = 0; b < e.n; ++b) require(sigma.data()[b] >= 0, e.name + ": stat_sigma must be >= 0");
+    require(!e.norm, e.name + ": a pull generator cannot serve an experiment with normalisation groups");
     e.gen = Chi2Generator::pulls;
     e.stream = stream;
     e.np = static_cast<int>(p);
@@ -374,14 +508,24 @@ class Chi2Kernel {
 
   py::array_t<double> whiten(const carray<double>& x) const {
     const auto xs = check_data(x);
-    py::array_t<double> out({xs.first, static_cast<py::ssize_t>(k_total_)});
+    int width = 0;
+    for (const auto& e : ex_) width += e.norm ? e.kw : e.k;
+    py::array_t<double> out({xs.first, static_cast<py::ssize_t>(width)});
     double* o = out.mutable_data();
     std::vector<double> y(max_n_);
     for (py::ssize_t i = 0; i < xs.first; ++i) {
       int off = 0;
       for (const auto& e : ex_) {
-        whiten_one(e, x.data() + i * n_bins_ + e.offset, y.data(), o + i * k_total_ + off);
-        off += e.k;
+        double* oi = o + i * width + off;
+        const double* xi = x.data() + i * n_bins_ + e.offset;
+        if (e.norm) {  // Aw (x - N0): the projection at the null expectation
+          for (int b = 0; b < e.n; ++b) y[b] = xi[b] - e.N0[b];
+          matvec(e.Aw.data(), y.data(), e.kw, e.n, oi);
+          off += e.kw;
+        } else {
+          whiten_one(e, xi, y.data(), oi);
+          off += e.k;
+        }
       }
     }
     return out;
@@ -407,11 +551,12 @@ class Chi2Kernel {
       py::gil_scoped_release nogil;
 #pragma omp parallel num_threads(nt)
       {
-        std::vector<double> y(max_n_), r(k_total_), g(nd_), gsum(nd_);
+        std::vector<double> y(max_n_), r(std::max(k_total_, 1)), g(nd_), gsum(nd_);
+        NormScan ns(*this);
 #pragma omp for schedule(static)
         for (py::ssize_t i = 0; i < nx; ++i) {
           ex.run([&] {
-            scan_one(xp + i * n_bins_, y.data(), r.data(), g.data(), gsum.data(), c + i * np_, mn[i], am[i]);
+            scan_one(xp + i * n_bins_, y.data(), r.data(), g.data(), gsum.data(), ns, c + i * np_, mn[i], am[i]);
           });
         }
       }
@@ -525,13 +670,24 @@ class Chi2Kernel {
  private:
   struct ToyScratch {
     std::vector<std::vector<double>> c, h, rl;  // per experiment: c (k), h (n_dm2), r lanes (k x LANES)
-    std::vector<double> z, Z, gl, gsum, x, y, r, pull;
+    std::vector<double> z, Z, gl, gsum, x, y, r, pull, w;
+    // norm experiments: toy lanes x, y (n x LANES), q, b0', b1, scratch b' (see norm_toy_lanes)
+    std::vector<std::vector<double>> nx, ny, nq, nb0, nb1, nbt;
+    std::vector<NormLane> nl;
     // the non-linear experiments for general_lanes: residual lanes, expectations m(p), widths k
     std::vector<const double*> grl, gm;
     std::vector<int> gk;
     explicit ToyScratch(const Chi2Kernel& K) {
-      int kg_max = 1, n_max = 1, k_max = 1, p_max = 0;
+      int kg_max = 1, n_max = 1, k_max = 1, p_max = 0, kn_max = 1;
       for (const auto& e : K.ex_) {
+        const int kn = std::max(1, e.kn);
+        kn_max = std::max(kn_max, kn);
+        nx.emplace_back(e.norm ? static_cast<idx>(e.n) * LANES : 1);
+        ny.emplace_back(e.norm ? static_cast<idx>(e.n) * LANES : 1);
+        nq.emplace_back(LANES);
+        nb0.emplace_back(static_cast<idx>(kn) * LANES);
+        nb1.emplace_back(e.norm && e.linear ? static_cast<idx>(K.nd_) * kn * LANES : 1);
+        nbt.emplace_back(static_cast<idx>(kn) * LANES);
         c.emplace_back(std::max(1, e.k));
         h.emplace_back(e.linear ? K.nd_ : 1);
         rl.emplace_back(static_cast<idx>(std::max(1, e.k)) * LANES);
@@ -548,8 +704,16 @@ class Chi2Kernel {
       y.resize(n_max);
       r.resize(k_max);
       pull.resize(2 * static_cast<idx>(p_max) + n_max);
+      w.resize(kn_max);
       for (std::size_t e = 0; e < K.ex_.size(); ++e) {
-        if (K.ex_[e].linear) continue;
+        const Chi2Experiment& E = K.ex_[e];
+        if (!E.norm) continue;
+        nl.push_back(NormLane{E.Lfac.data(), E.kn, E.n, E.linear, E.prior, E.gid.data(),
+                              E.linear ? nullptr : E.mug.data(), nq[e].data(), nb0[e].data(), nb1[e].data(),
+                              ny[e].data(), nbt[e].data()});
+      }
+      for (std::size_t e = 0; e < K.ex_.size(); ++e) {
+        if (K.ex_[e].linear || K.ex_[e].norm) continue;
         grl.push_back(rl[e].data());
         gm.push_back(K.ex_[e].m.data());
         gk.push_back(K.ex_[e].k);
@@ -561,7 +725,7 @@ class Chi2Kernel {
   std::vector<double> s2_, sorted_, nsum_, ninv_;
   std::vector<int> order_;
   SortedIndex index_;
-  int nu_ = 0, nd_ = 0, n_bins_ = 0, k_total_ = 0, max_n_ = 1, n_general_ = 0;
+  int nu_ = 0, nd_ = 0, n_bins_ = 0, k_total_ = 0, max_n_ = 1, n_general_ = 0, n_norm_ = 0;
   bool distinct_ = true;
 
   Chi2Experiment base_experiment(const std::string& name, const carray<double>& A, const carray<double>& N0) const {
@@ -634,12 +798,68 @@ class Chi2Kernel {
     return out;
   }
 
-  void scan_one(const double* x, double* y, double* r, double* g, double* gsum, double* out, double& mn,
-                std::int64_t& am) const {
+  // Per data vector of a norm experiment: y = C^+ x, q = x.y + kn prior, b0' = E^T (N0 * y) + prior,
+  // b1(j) = E^T (D_j * y) (linear). Every sum runs in ascending bin order.
+  void norm_prepare(const Chi2Experiment& E, const double* x, double* y, double& q, double* b0, double* b1) const {
+    const int n = E.n, kn = E.kn;
+    matvec(E.Ci.data(), x, n, n, y);
+    double s = 0.0;
+    for (int i = 0; i < n; ++i) s += x[i] * y[i];
+    q = s + kn * E.prior;
+    for (int g = 0; g < kn; ++g) b0[g] = E.prior;
+    for (int i = 0; i < n; ++i) b0[E.gid[i]] += E.N0[i] * y[i];
+    if (E.linear) {
+      for (int j = 0; j < nd_; ++j) {
+        double* bj = b1 + static_cast<idx>(j) * kn;
+        const double* Dj = E.Draw.data() + static_cast<idx>(j) * n;
+        for (int g = 0; g < kn; ++g) bj[g] = 0.0;
+        for (int i = 0; i < n; ++i) bj[E.gid[i]] += Dj[i] * y[i];
+      }
+    }
+  }
+
+  // chi2 of a norm experiment at grid point p = j * nu + u: q - |L_p^-1 b'(p)|^2.
+  double norm_point(const Chi2Experiment& E, std::int64_t p, int j, double s2, double q, const double* b0,
+                    const double* b1, const double* y, double* bt) const {
+    const int kn = E.kn;
+    if (E.linear) {
+      const double* bj = b1 + static_cast<idx>(j) * kn;
+      for (int g = 0; g < kn; ++g) bt[g] = b0[g] - s2 * bj[g];
+    } else {
+      for (int g = 0; g < kn; ++g) bt[g] = E.prior;
+      const double* m = E.mug.data() + static_cast<idx>(p) * E.n;
+      for (int i = 0; i < E.n; ++i) bt[E.gid[i]] += m[i] * y[i];
+    }
+    const double* L = E.Lfac.data() + static_cast<idx>(p) * (static_cast<idx>(kn) * (kn + 1) / 2);
+    return q - tri_sq(L, bt, kn);
+  }
+
+  struct NormScan {  // per-thread scratch of the scan for the norm experiments
+    std::vector<std::vector<double>> y, b0, b1, bt;
+    std::vector<double> q;
+    explicit NormScan(const Chi2Kernel& K) {
+      for (const auto& e : K.ex_) {
+        const int kn = std::max(1, e.kn);
+        y.emplace_back(e.norm ? e.n : 1);
+        b0.emplace_back(kn);
+        b1.emplace_back(e.norm && e.linear ? static_cast<idx>(K.nd_) * kn : 1);
+        bt.emplace_back(kn);
+      }
+      q.assign(K.ex_.size(), 0.0);
+    }
+  };
+
+  void scan_one(const double* x, double* y, double* r, double* g, double* gsum, NormScan& ns, double* out,
+                double& mn, std::int64_t& am) const {
     double R2 = 0.0;
     for (int j = 0; j < nd_; ++j) gsum[j] = 0.0;
     int off = 0;
-    for (const auto& e : ex_) {
+    for (std::size_t ei = 0; ei < ex_.size(); ++ei) {
+      const auto& e = ex_[ei];
+      if (e.norm) {
+        norm_prepare(e, x + e.offset, ns.y[ei].data(), ns.q[ei], ns.b0[ei].data(), ns.b1[ei].data());
+        continue;
+      }
       double* re = r + off;
       whiten_one(e, x + e.offset, y, re);
       if (e.linear) {
@@ -658,11 +878,25 @@ class Chi2Kernel {
         double v = out[p];
         int o2 = 0;
         for (const auto& e : ex_) {
-          if (!e.linear) v += sqdist(r + o2, e.m.data() + static_cast<idx>(p) * e.k, e.k);
+          if (!e.linear && !e.norm) v += sqdist(r + o2, e.m.data() + static_cast<idx>(p) * e.k, e.k);
           o2 += e.k;
         }
         out[p] = v;
       }
+    }
+    if (n_norm_ > 0) {
+      for (int j = 0; j < nd_; ++j)
+        for (int u = 0; u < nu_; ++u) {
+          const std::int64_t p = static_cast<std::int64_t>(j) * nu_ + u;
+          double v = out[p];
+          for (std::size_t ei = 0; ei < ex_.size(); ++ei) {
+            const auto& e = ex_[ei];
+            if (e.norm)
+              v += norm_point(e, p, j, s2_[u], ns.q[ei], ns.b0[ei].data(), ns.b1[ei].data(), ns.y[ei].data(),
+                              ns.bt[ei].data());
+          }
+          out[p] = v;
+        }
     }
     double best = std::numeric_limits<double>::infinity();
     std::int64_t bp = -1;
@@ -676,7 +910,7 @@ class Chi2Kernel {
   void prepare_point(ToyScratch& s, const std::vector<const double*>& mup, long long i) const {
     for (std::size_t e = 0; e < ex_.size(); ++e) {
       const Chi2Experiment& E = ex_[e];
-      if (E.gen != Chi2Generator::gaussian) continue;
+      if (E.gen != Chi2Generator::gaussian || E.norm) continue;
       whiten_one(E, mup[e] + i * E.n, s.y.data(), s.c[e].data());
       if (E.linear) matvec(E.d.data(), s.c[e].data(), nd_, E.k, s.h[e].data());
     }
@@ -711,6 +945,54 @@ class Chi2Kernel {
     }
   }
 
+  // A norm experiment's LANES toys x = mu_p (1 + sigma E w) + F z (z: fill_z; w only when
+  // sigma > 0, from the PURPOSE_NORM stream as simulate draws it), then what general_lanes needs:
+  // y = C^+ x, q = x.y + kn prior, b0' = E^T (N0 * y) + prior, b1(j) = E^T (D_j * y) (linear),
+  // each lane with the operations of norm_prepare.
+  void norm_toy_lanes(ToyScratch& s, const Chi2Experiment& E, std::size_t e, const double* mu_p, std::uint64_t point,
+                      const std::uint64_t* real, std::uint64_t seed) const {
+    const int n = E.n, kn = E.kn;
+    fill_z(s, E, point, real, seed);
+    double* xl = s.nx[e].data();
+    double* yl = s.ny[e].data();
+    lane_matvec(E.Fm.data(), nullptr, s.Z.data(), n, E.kg, xl);
+    if (E.gen_sigma > 0.0) {
+      for (int l = 0; l < LANES; ++l) {
+        normals(seed, E.stream, real[l], point, PURPOSE_NORM, s.w.data(), static_cast<std::size_t>(kn));
+        for (int i = 0; i < n; ++i) {
+          double& xv = xl[static_cast<idx>(i) * LANES + l];
+          xv = mu_p[i] * (1.0 + E.gen_sigma * s.w[E.gid[i]]) + xv;
+        }
+      }
+    } else {
+      for (int i = 0; i < n; ++i)
+        for (int l = 0; l < LANES; ++l) xl[static_cast<idx>(i) * LANES + l] = mu_p[i] + xl[static_cast<idx>(i) * LANES + l];
+    }
+    lane_matvec(E.Ci.data(), nullptr, xl, n, n, yl);
+    double* Q = s.nq[e].data();
+    double* B0 = s.nb0[e].data();
+    double* B1 = s.nb1[e].data();
+    for (int l = 0; l < LANES; ++l) {
+      double acc = 0.0;
+      for (int i = 0; i < n; ++i) acc += xl[static_cast<idx>(i) * LANES + l] * yl[static_cast<idx>(i) * LANES + l];
+      Q[l] = acc + kn * E.prior;
+      for (int g = 0; g < kn; ++g) B0[static_cast<idx>(g) * LANES + l] = E.prior;
+      for (int i = 0; i < n; ++i) B0[static_cast<idx>(E.gid[i]) * LANES + l] += E.N0[i] * yl[static_cast<idx>(i) * LANES + l];
+    }
+    if (E.linear) {
+      for (int j = 0; j < nd_; ++j) {
+        double* bj = B1 + static_cast<idx>(j) * kn * LANES;
+        const double* Dj = E.Draw.data() + static_cast<idx>(j) * n;
+        for (int q = 0; q < kn * LANES; ++q) bj[q] = 0.0;
+        for (int i = 0; i < n; ++i) {
+          double* bg = bj + static_cast<idx>(E.gid[i]) * LANES;
+          const double* yi = yl + static_cast<idx>(i) * LANES;
+          for (int l = 0; l < LANES; ++l) bg[l] += Dj[i] * yi[l];
+        }
+      }
+    }
+  }
+
   // Delta-chi2 = chi2(true point) - min over the grid for LANES toys at one true point.
   void toy_lanes(ToyScratch& s, const std::vector<const double*>& mup, long long i, std::uint64_t point,
                  const std::uint64_t* real, std::uint64_t seed, double* delta, std::int64_t* bestp) const {
@@ -718,6 +1000,10 @@ class Chi2Kernel {
     std::fill(s.gsum.begin(), s.gsum.end(), 0.0);
     for (std::size_t e = 0; e < ex_.size(); ++e) {
       const Chi2Experiment& E = ex_[e];
+      if (E.norm) {
+        norm_toy_lanes(s, E, e, mup[e] + i * E.n, point, real, seed);
+        continue;
+      }
       if (E.gen == Chi2Generator::gaussian && E.linear) {
         fill_z(s, E, point, real, seed);
         lane_matvec(E.G.data(), s.h[e].data(), s.Z.data(), nd_, E.kg, s.gl.data());
@@ -742,14 +1028,15 @@ class Chi2Kernel {
     const int jt = static_cast<int>(pt / nu_), ut = static_cast<int>(pt % nu_);
     double gbest[LANES], gvt[LANES];  // general_lanes' results (when the quadratic shortcut does not apply)
     std::int64_t gbp[LANES];
-    if (!(n_general_ == 0 && distinct_))
+    const bool quadratic = n_general_ == 0 && n_norm_ == 0 && distinct_;
+    if (!quadratic)
       general_lanes(nd_, nu_, s2_.data(), gsum, nsum_.data(), static_cast<int>(s.gk.size()), s.grl.data(),
-                    s.gm.data(), s.gk.data(), pt, gbest, gbp, gvt);
+                    s.gm.data(), s.gk.data(), static_cast<int>(s.nl.size()), s.nl.data(), pt, gbest, gbp, gvt);
     for (int l = 0; l < LANES; ++l) {
       double best = std::numeric_limits<double>::infinity();
       std::int64_t bp = -1;
       double vt;
-      if (n_general_ == 0 && distinct_) {
+      if (quadratic) {
         // Convex quadratic in s2 per dm2 row: the minimum over the sorted s2 grid sits at a
         // grid neighbour of the unconstrained minimiser -G/N.
         for (int j = 0; j < nd_; ++j) {
@@ -797,8 +1084,15 @@ void register_chi2(py::module_& m) {
            "Linear experiment: expectation N0 - s2 D(dm2_j); A (k, n_bins), D (n_dm2, n_bins). Returns its index.")
       .def("add_general", &Chi2Kernel::add_general, py::arg("name"), py::arg("A"), py::arg("N0"), py::arg("mu_grid"),
            "General experiment: expectation mu_grid (n_points, n_bins) at every grid point. Returns its index.")
+      .def("add_norm", &Chi2Kernel::add_norm, py::arg("name"), py::arg("Aw"), py::arg("N0"), py::arg("Ci"),
+           py::arg("norm_groups"), py::arg("prior"), py::arg("factors"), py::arg("linear"), py::arg("table"),
+           "Experiment with multiplicative normalisation groups, profiled exactly: chi2 = q - |L_p^-1 b'(p)|^2 "
+           "(see fcmlc.frequentist). Aw (kw, n_bins): projection at the null expectation (whiten only); Ci = C^+; "
+           "prior = 1/sigma^2 (0: free); factors (n_points, kn(kn+1)/2): packed inverse Cholesky factors of G'(p); "
+           "table: D (n_dm2, n_bins) when linear, else mu_grid (n_points, n_bins). Returns its index.")
       .def("set_gaussian_generator", &Chi2Kernel::set_gaussian_generator, py::arg("index"), py::arg("stream"),
-           py::arg("factor_t"), "Toys x = mu + F z as simulate_gaussian (factor_t = F^T, shape (k, n_bins)).")
+           py::arg("factor_t"), py::arg("norm_sigma") = 0.0,
+           "Toys x = mu (1 + norm_sigma E w) + F z as simulate_gaussian (factor_t = F^T, shape (k, n_bins)).")
       .def("set_pull_generator", &Chi2Kernel::set_pull_generator, py::arg("index"), py::arg("stream"),
            py::arg("pull_jacobian"), py::arg("pull_factor"), py::arg("pull_lower"), py::arg("stat_sigma"),
            "Toys as simulate_pulls.")
@@ -812,7 +1106,8 @@ void register_chi2(py::module_& m) {
       .def_property_readonly("dims", &Chi2Kernel::dims)
       .def_property_readonly("linear", &Chi2Kernel::linear)
       .def_property_readonly("linear_only", &Chi2Kernel::linear_only)
-      .def_property_readonly("generators", &Chi2Kernel::generators);
+      .def_property_readonly("generators", &Chi2Kernel::generators)
+      .def_property_readonly("n_norm_groups", &Chi2Kernel::norm_groups_count);
 
   m.def(
       "chi2_scan",

@@ -37,6 +37,7 @@ void register_rng(py::module_& m) {
   m.attr("PURPOSE_PULL") = static_cast<std::uint64_t>(PURPOSE_PULL);
   m.attr("PURPOSE_STAT") = static_cast<std::uint64_t>(PURPOSE_STAT);
   m.attr("PURPOSE_FC_TOY") = static_cast<std::uint64_t>(PURPOSE_FC_TOY);
+  m.attr("PURPOSE_NORM") = static_cast<std::uint64_t>(PURPOSE_NORM);
   m.def("philox_blocks", &philox_blocks, py::arg("seed"), py::arg("stream"), py::arg("c1"), py::arg("c2"),
         py::arg("c3"), py::arg("n_blocks"), "Raw Philox4x64-10 output for counters (b, c1, c2, c3), b < n_blocks.");
   m.def("standard_normals", &standard_normals, py::arg("seed"), py::arg("stream"), py::arg("c1"), py::arg("c2"),

@@ -4,6 +4,8 @@
 #include "fcmlc/integrate.hpp"
 #include "fcmlc/sampling.hpp"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -29,7 +31,8 @@ void check_points(const carray<std::int64_t>& point_ids, py::ssize_t n_points) {
 template <typename Out>
 py::array_t<Out> gaussian_impl(const carray<double>& mu, const carray<double>& Ft, bool lower, std::uint64_t seed,
                                std::uint64_t stream, const carray<std::int64_t>& point_ids, py::ssize_t n_real,
-                               std::int64_t real_offset, std::optional<int> threads) {
+                               std::int64_t real_offset, std::optional<int> threads,
+                               const std::optional<carray<std::int64_t>>& groups, double sigma) {
   require_ndim(mu, 2, "mu");
   require_ndim(Ft, 2, "factor_t");
   const py::ssize_t np_ = mu.shape(0), n = mu.shape(1), k = Ft.shape(0);
@@ -41,6 +44,21 @@ py::array_t<Out> gaussian_impl(const carray<double>& mu, const carray<double>& F
   require_finite(mu, "mu (model expectation)");
   require_finite(Ft, "covariance factor");
   check_points(point_ids, np_);
+  require(std::isfinite(sigma) && sigma >= 0.0, "norm_sigma must be finite and >= 0, got " + std::to_string(sigma));
+  // normalisation groups: drawn only when sigma > 0 (then every bin must belong to a group 0..kn-1)
+  int kn = 0;
+  const std::int64_t* gp = nullptr;
+  if (sigma > 0.0) {
+    require(groups.has_value(), "norm_sigma > 0 needs norm_groups");
+    const auto& g = *groups;
+    require_ndim(g, 1, "norm_groups");
+    require(g.shape(0) == n, "norm_groups must have n_bins = " + std::to_string(n) + " entries");
+    gp = g.data();
+    for (py::ssize_t i = 0; i < n; ++i) {
+      require(gp[i] >= 0, "norm_groups: with norm_sigma > 0 every bin must belong to a group (index >= 0)");
+      kn = std::max<int>(kn, static_cast<int>(gp[i]) + 1);
+    }
+  }
   const int nt = resolve_threads(threads);
   py::array_t<Out> out({np_, n_real, n});
   const double* m = mu.data();
@@ -56,7 +74,7 @@ py::array_t<Out> gaussian_impl(const carray<double>& mu, const carray<double>& F
     const std::size_t R = static_cast<std::size_t>(n_real);
 #pragma omp parallel num_threads(nt)
     {
-      std::vector<double> Z(R * k), X(R * n), scratch(gemm_scratch_doubles(1));
+      std::vector<double> Z(R * k), X(R * n), scratch(gemm_scratch_doubles(1)), W(R * std::max(kn, 1));
 #pragma omp for schedule(static)
       for (py::ssize_t p = 0; p < np_; ++p) {
         ex.run([&] {
@@ -67,8 +85,18 @@ py::array_t<Out> gaussian_impl(const carray<double>& mu, const carray<double>& F
           gemm_deterministic(Z.data(), k, f, n, X.data(), n, n_real, n, k, 1, scratch.data());
           const double* mp = m + p * n;
           Out* op = o + p * n_real * n;
-          for (std::size_t r = 0; r < R; ++r)
-            for (py::ssize_t i = 0; i < n; ++i) op[r * n + i] = static_cast<Out>(mp[i] + X[r * n + i]);
+          if (kn > 0) {  // x = mu (1 + sigma w_g(i)) + F z
+            for (std::size_t r = 0; r < R; ++r) {
+              double* w = W.data() + r * kn;
+              normals(seed, stream, static_cast<std::uint64_t>(real_offset) + r, point, PURPOSE_NORM, w,
+                      static_cast<std::size_t>(kn));
+              for (py::ssize_t i = 0; i < n; ++i)
+                op[r * n + i] = static_cast<Out>(mp[i] * (1.0 + sigma * w[gp[i]]) + X[r * n + i]);
+            }
+          } else {
+            for (std::size_t r = 0; r < R; ++r)
+              for (py::ssize_t i = 0; i < n; ++i) op[r * n + i] = static_cast<Out>(mp[i] + X[r * n + i]);
+          }
         });
       }
     }
@@ -134,14 +162,21 @@ void register_sampling(py::module_& m) {
       "simulate_gaussian",
       [](const carray<double>& mu, const carray<double>& factor_t, bool lower, std::uint64_t seed,
          std::uint64_t stream, const carray<std::int64_t>& point_ids, py::ssize_t n_real, std::int64_t real_offset,
-         bool float32, std::optional<int> threads) -> py::object {
-        if (float32) return gaussian_impl<float>(mu, factor_t, lower, seed, stream, point_ids, n_real, real_offset, threads);
-        return gaussian_impl<double>(mu, factor_t, lower, seed, stream, point_ids, n_real, real_offset, threads);
+         bool float32, std::optional<int> threads, std::optional<carray<std::int64_t>> norm_groups,
+         double norm_sigma) -> py::object {
+        if (float32)
+          return gaussian_impl<float>(mu, factor_t, lower, seed, stream, point_ids, n_real, real_offset, threads,
+                                      norm_groups, norm_sigma);
+        return gaussian_impl<double>(mu, factor_t, lower, seed, stream, point_ids, n_real, real_offset, threads,
+                                     norm_groups, norm_sigma);
       },
       py::arg("mu"), py::arg("factor_t"), py::arg("lower"), py::arg("seed"), py::arg("stream"), py::arg("point_ids"),
       py::arg("n_real"), py::arg("real_offset") = 0, py::arg("float32") = false, py::arg("threads") = py::none(),
-      "Correlated Gaussian realizations x = mu + F z for each row of mu (n_points, n_bins) and n_real realizations; "
-      "factor_t = F^T (k, n_bins). Returns (n_points, n_real, n_bins).");
+      py::arg("norm_groups") = py::none(), py::arg("norm_sigma") = 0.0,
+      "Correlated Gaussian realizations x = mu (1 + norm_sigma E w) + F z for each row of mu (n_points, n_bins) and "
+      "n_real realizations; factor_t = F^T (k, n_bins); w ~ N(0, I) per normalisation group (norm_groups: group "
+      "index of each bin), drawn from the PURPOSE_NORM stream only when norm_sigma > 0 (else x = mu + F z). "
+      "Returns (n_points, n_real, n_bins).");
   m.def(
       "simulate_pulls",
       [](const carray<double>& mu, const carray<double>& J, const carray<double>& Lp, const carray<double>& lo,

@@ -141,6 +141,46 @@ def whitening_projection(C, V=None, name: str = "covariance", rtol: float = 1e-1
     return np.ascontiguousarray(W)
 
 
+def _packed_inverse_cholesky(G, name: str = "experiment") -> np.ndarray:
+    """(n, k(k+1)/2): row-packed lower triangles of L^-1 with L L^T = G for each of the n
+    matrices G (n, k, k). A point whose G is not numerically positive definite (a group with no
+    expected events) gets a ridge of 1e-12 * trace(G) / k first."""
+    n, k, _ = G.shape
+    try:
+        L = np.linalg.cholesky(G)
+    except np.linalg.LinAlgError:
+        L = np.empty_like(G)
+        for i in range(n):
+            try:
+                L[i] = np.linalg.cholesky(G[i])
+            except np.linalg.LinAlgError:
+                ridge = 1e-12 * max(float(np.trace(G[i])) / k, 1e-300)
+                try:
+                    L[i] = np.linalg.cholesky(G[i] + ridge * np.eye(k))
+                except np.linalg.LinAlgError:
+                    raise ValueError(f"{name}: the normalisation matrix G at grid point {i} is not positive "
+                                     "semi-definite") from None
+    eye = np.broadcast_to(np.eye(k), G.shape)
+    Linv = np.linalg.solve(L, eye)
+    r, c = np.tril_indices(k)
+    return np.ascontiguousarray(Linv[:, r, c])
+
+
+def _norm_chi2(X, M, p) -> np.ndarray:
+    """Exact profile chi2 of rows of X at expectations M for a normalisation-group part p."""
+    k = int(p.groups.max()) + 1
+    E = np.zeros((p.n_bins, k))
+    E[np.arange(p.n_bins), p.groups] = 1.0
+    out = np.empty(X.shape[0])
+    for i, (x, mu) in enumerate(zip(X, M)):
+        y = p.Ci @ x
+        U = mu[:, None] * E
+        G = U.T @ p.Ci @ U + p.prior * np.eye(k)
+        b = U.T @ y + p.prior
+        out[i] = x @ y + k * p.prior - b @ np.linalg.lstsq(G, b, rcond=None)[0]
+    return out
+
+
 def _digest_arrays(h, *arrays):
     for a in arrays:
         if a is None:
@@ -167,6 +207,13 @@ class _Part:
     D: np.ndarray | None = None  # linear: (n_dm2, n_bins)
     mu_grid: np.ndarray | None = None  # general: (n_points, n_bins)
     sampler: object | None = None  # fcmlc.simulation._Sampler (toys)
+    # multiplicative normalisation groups (k_norm > 0): exact profile, see the module docstring
+    norm: bool = False
+    n_effective: int = 0
+    Ci: np.ndarray | None = None  # C^+
+    groups: np.ndarray | None = None
+    prior: float = 0.0  # 1 / sigma^2 (0: free)
+    factors: np.ndarray | None = None  # (n_points, k(k+1)/2) packed inverse Cholesky factors of G'(p)
 
 
 class Chi2Model:
@@ -202,13 +249,15 @@ class Chi2Model:
         N0 = np.asarray(e.null_expectation, dtype=float)
         if N0.shape != (n,) or not np.all(np.isfinite(N0)):
             raise ValueError(f"{name}: null_expectation must be {n} finite numbers, got shape {N0.shape}")
-        V = getattr(e, "nuisance_directions", None)
-        A = whitening_projection(e.covariance, V, f"{name} covariance")
+        kind = str(getattr(e, "kind", "covariance"))
+        k_norm = int(getattr(e, "n_norm_groups", 0) or 0) if kind == "covariance" else 0
+        linear = bool(getattr(e, "linear_in_s2", False))
+        if k_norm > 0:
+            return self._norm_part(e, h, name, n, N0, kind, linear, k_norm)
+        A = whitening_projection(e.covariance, None, f"{name} covariance")
         if A.shape[1] != n:
             raise ValueError(f"{name}: covariance is {A.shape[1]} x {A.shape[1]} but the experiment has {n} bins")
-        linear = bool(getattr(e, "linear_in_s2", False))
-        kind = str(getattr(e, "kind", "covariance"))
-        _digest_arrays(h, N0, e.covariance, V)
+        _digest_arrays(h, N0, e.covariance)
         h.update(f"{name}|{kind}|{linear}|{int(e.stream_id) & UINT64_MAX}".encode())
         if linear:
             D = np.ascontiguousarray(e.deficit(self.grid.dm2), dtype=float)
@@ -222,6 +271,59 @@ class Chi2Model:
                              f"got {mu.shape}")
         _digest_arrays(h, mu)
         return _Part(name, kind, False, n, A, N0, mu_grid=mu)
+
+    def _norm_part(self, e, h, name, n, N0, kind, linear, k) -> _Part:
+        """An experiment with k multiplicative normalisation groups: C^+ and, per grid point, the
+        packed inverse Cholesky factor of G'(p) = E^T diag(mu_p) C^+ diag(mu_p) E + I / sigma^2."""
+        C = np.asarray(e.covariance, dtype=float)
+        if C.shape != (n, n):
+            raise ValueError(f"{name}: covariance is {C.shape} but the experiment has {n} bins")
+        W = whitening_projection(C, None, f"{name} covariance")  # W^T W = C^+
+        groups = np.ascontiguousarray(e.norm_groups, dtype=np.int64)
+        if groups.shape != (n,) or np.any(groups < 0) or groups.max() != k - 1:
+            raise ValueError(f"{name}: norm_groups must assign every bin to a group 0..{k - 1}")
+        E = np.zeros((n, k))
+        E[np.arange(n), groups] = 1.0
+        sigma = float(getattr(e, "norm_prior", 0.0) or 0.0)
+        prior = 1.0 / sigma**2 if sigma > 0 else 0.0
+        Ci = np.ascontiguousarray(W.T @ W)
+        Aw = whitening_projection(C, N0[:, None] * E, f"{name} covariance")  # whiten(): the null's projection
+        _digest_arrays(h, N0, C, groups.astype(float), np.array([sigma]))
+        h.update(f"{name}|{kind}|{linear}|norm{k}|{int(e.stream_id) & UINT64_MAX}".encode())
+        g = self.grid
+        nu = g.n_ue4
+        if linear:
+            D = np.ascontiguousarray(e.deficit(g.dm2), dtype=float)
+            if D.shape != (g.n_dm2, n):
+                raise ValueError(f"{name}: deficit(dm2) must have shape ({g.n_dm2}, {n}), got {D.shape}")
+            _digest_arrays(h, D)
+            s2 = np.asarray(g.sin2_2theta, dtype=float)
+            G = np.empty((g.n_points, k, k))
+            for j in range(g.n_dm2):
+                mu = N0[None, :] - s2[:, None] * D[j][None, :]  # (nu, n)
+                U = np.einsum("rn,un,nk->urk", W, mu, E, optimize=True)
+                G[j * nu:(j + 1) * nu] = np.einsum("urk,url->ukl", U, U)
+            part = _Part(name, kind, True, n, Aw, N0, D=D)
+        else:
+            mu_grid = np.ascontiguousarray(self._expectation_rows(e, *g.points().T), dtype=float)
+            if mu_grid.shape != (g.n_points, n):
+                raise ValueError(f"{name}: expectations on the grid must have shape ({g.n_points}, {n}), "
+                                 f"got {mu_grid.shape}")
+            _digest_arrays(h, mu_grid)
+            G = np.empty((g.n_points, k, k))
+            for p0 in range(0, g.n_points, 1024):
+                U = np.einsum("rn,pn,nk->prk", W, mu_grid[p0:p0 + 1024], E, optimize=True)
+                G[p0:p0 + 1024] = np.einsum("prk,prl->pkl", U, U)
+            part = _Part(name, kind, False, n, Aw, N0, mu_grid=mu_grid)
+        if prior > 0:
+            G += prior * np.eye(k)
+        part.norm = True
+        part.n_effective = int(W.shape[0]) - k
+        part.Ci = Ci
+        part.groups = groups
+        part.prior = prior
+        part.factors = _packed_inverse_cholesky(G, name)
+        return part
 
     @staticmethod
     def _expectation_rows(e, ue4, dm2):
@@ -243,7 +345,10 @@ class Chi2Model:
         if self._kernel is None:
             k = _core.Chi2Kernel(self.grid.sin2_2theta, self.grid.n_dm2)
             for p in self._parts:
-                if p.linear:
+                if p.norm:
+                    k.add_norm(p.name, p.A, p.N0, p.Ci, p.groups, p.prior, p.factors, p.linear,
+                               p.D if p.linear else p.mu_grid)
+                elif p.linear:
                     k.add_linear(p.name, p.A, p.N0, p.D)
                 else:
                     k.add_general(p.name, p.A, p.N0, p.mu_grid)
@@ -259,7 +364,7 @@ class Chi2Model:
             if s.kind == "pulls":
                 k.set_pull_generator(i, s.stream, s.J, s.Lp, s.lo, s.sigma)
             else:
-                k.set_gaussian_generator(i, s.stream, s.factor_t)
+                k.set_gaussian_generator(i, s.stream, s.factor_t, float(s.norm_sigma))
         self._generators = True
 
     def prepare_toys(self):
@@ -293,8 +398,9 @@ class Chi2Model:
     # -- data ------------------------------------------------------------------------------
     @property
     def n_effective_bins(self) -> int:
-        """sum_e k_e: the dimension left after whitening (rank of C) and profiling nuisances."""
-        return int(sum(p.A.shape[0] for p in self._parts))
+        """sum_e (rank(C_e) - k_e): the dimension left after whitening and profiling the k_e
+        normalisations of each experiment."""
+        return int(sum(p.n_effective if p.norm else p.A.shape[0] for p in self._parts))
 
     def data_matrix(self, x) -> np.ndarray:
         """Data as a (n_data, n_bins) float64 array. `x` is a concatenated vector (n_bins,) or a
@@ -337,10 +443,33 @@ class Chi2Model:
         return "?", col
 
     def whiten(self, x) -> np.ndarray:
-        """r = A_e (x_e - N0_e) of every experiment, concatenated: (n_data, n_effective_bins)."""
+        """r = A_e (x_e - N0_e) of every experiment, concatenated: (n_data, n_effective_bins).
+
+        A_e whitens C_e and, for an experiment with normalisation groups, projects out the
+        normalisations *at the null expectation* (directions diag(N0) E): |r|^2 is the chi2 of
+        the no-oscillation hypothesis exactly, but the chi2 at another expectation mu is not
+        |A (x - mu)|^2 (the normalisations scale mu): use :meth:`chi2_at` for that."""
         X, single = self.data_matrix(x)
         r = self.kernel.whiten(X)
         return r[0] if single else r
+
+    def chi2_at(self, x, expectations) -> np.ndarray:
+        """The exact profiled chi2 of data `x` (one vector or (n_data, n_bins)) at given
+        expectations (n_bins,) or (n_data, n_bins), experiments concatenated (NumPy; for a few
+        off-grid points, e.g. a true parameter point)."""
+        X, single = self.data_matrix(x)
+        M = np.atleast_2d(np.asarray(expectations, dtype=float))
+        M = np.broadcast_to(M, X.shape)
+        out = np.zeros(X.shape[0])
+        off = 0
+        for p in self._parts:
+            xs, ms = X[:, off:off + p.n_bins], M[:, off:off + p.n_bins]
+            if p.norm:
+                out += _norm_chi2(xs, ms, p)
+            else:
+                out += np.sum(((xs - ms) @ p.A.T) ** 2, axis=1)
+            off += p.n_bins
+        return out[0] if single else out
 
     def chi2(self, x, threads=None) -> "Chi2Scan":
         return chi2_scan(self, x, threads=threads)

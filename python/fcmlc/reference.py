@@ -177,15 +177,27 @@ def bin_deficit_vectorized(dm2, boxes, indptr, indices, weights):
 # --- realizations ------------------------------------------------------------------
 
 
-def simulate_gaussian(mu, factor_t, seed, stream, point_ids, n_real, real_offset=0):
-    """x = mu + F z with the keyed normals (matches _core.simulate_gaussian, float64)."""
+#: purpose word of the normalisation-group draws (PURPOSE_NORM in cpp/include/fcmlc/rng.hpp)
+PURPOSE_NORM = 5
+
+
+def simulate_gaussian(mu, factor_t, seed, stream, point_ids, n_real, real_offset=0, norm_groups=None,
+                      norm_sigma=0.0):
+    """x = mu (1 + sigma E w) + F z with the keyed normals (matches _core.simulate_gaussian,
+    float64): z from purpose 1 (residual), w ~ N(0, I_k) per normalisation group from purpose
+    PURPOSE_NORM, drawn only when norm_sigma > 0 (else x = mu + F z)."""
     mu = np.atleast_2d(mu)
     k = factor_t.shape[0]
     out = np.empty((mu.shape[0], n_real, mu.shape[1]))
+    groups = None if norm_groups is None else np.asarray(norm_groups, dtype=np.int64)
     for i, p in enumerate(point_ids):
         for r in range(n_real):
             z = standard_normals(seed, stream, real_offset + r, p, 1, k)
-            out[i, r] = mu[i] + z @ factor_t
+            if norm_sigma > 0:
+                w = standard_normals(seed, stream, real_offset + r, p, PURPOSE_NORM, int(groups.max()) + 1)
+                out[i, r] = mu[i] * (1.0 + norm_sigma * w[groups]) + z @ factor_t
+            else:
+                out[i, r] = mu[i] + z @ factor_t
     return out
 
 
@@ -246,25 +258,45 @@ def integrate(p_yhat, transition, cell_area):
 
 
 # --- chi2 and Feldman-Cousins ---
-# Independent of the compiled route: no whitening, no projection, no linear-in-s2 trick. The
-# chi2 uses the (pseudo-)inverse covariance directly and profiles the nuisance shifts V a by
-# solving the normal equations; FC critical values sort the toys completely.
+# Independent of the compiled route: no whitening, no precomputed factors, no linear-in-s2 trick.
+# The chi2 uses the (pseudo-)inverse covariance directly and profiles the normalisations by
+# solving the normal equations of the model x ~ N(diag(mu) E beta, C); FC critical values sort
+# the toys completely.
 
 
-def chi2_profiled(x, mu, C, V=None, rcond=1e-10):
-    """min_a (x - mu - V a)^T C^+ (x - mu - V a) for one data vector and one expectation."""
+def chi2_profiled(x, mu, C, norm_groups=None, norm_prior=0.0, rcond=1e-10):
+    """min_beta (x - diag(mu) E beta)^T C^+ (x - diag(mu) E beta) [+ |beta - 1|^2 / sigma^2]
+    for one data vector and one expectation: the exact profile over the multiplicative
+    normalisations beta_g of the groups `norm_groups` (group index per bin; None or all -1: no
+    normalisation, chi2 = (x - mu)^T C^+ (x - mu)); `norm_prior` = sigma (0: free groups)."""
     Ci = np.linalg.pinv(np.asarray(C, dtype=float), rcond=rcond, hermitian=True)
-    y = np.asarray(x, dtype=float) - np.asarray(mu, dtype=float)
-    if V is not None and np.asarray(V).shape[1] > 0:
-        V = np.asarray(V, dtype=float)
-        a = np.linalg.pinv(V.T @ Ci @ V, rcond=1e-12, hermitian=True) @ (V.T @ Ci @ y)
-        y = y - V @ a
-    return float(y @ Ci @ y)
+    x = np.asarray(x, dtype=float)
+    mu = np.asarray(mu, dtype=float)
+    g = None if norm_groups is None else np.asarray(norm_groups, dtype=np.int64)
+    if g is None or np.all(g < 0):
+        y = x - mu
+        return float(y @ Ci @ y)
+    k = int(g.max()) + 1
+    E = np.zeros((x.size, k))
+    E[np.flatnonzero(g >= 0), g[g >= 0]] = 1.0
+    U = mu[:, None] * E
+    G = U.T @ Ci @ U
+    b = U.T @ Ci @ x
+    if norm_prior > 0:
+        G = G + np.eye(k) / norm_prior**2
+        b = b + 1.0 / norm_prior**2
+    beta = np.linalg.lstsq(G, b, rcond=None)[0]
+    y = x - U @ beta
+    out = float(y @ Ci @ y)
+    if norm_prior > 0:
+        out += float(np.sum((beta - 1.0) ** 2)) / norm_prior**2
+    return out
 
 
-def chi2_map(x, expectations, C, V=None, rcond=1e-10):
+def chi2_map(x, expectations, C, norm_groups=None, norm_prior=0.0, rcond=1e-10):
     """chi2_profiled of x against every row of `expectations` (n_points, n_bins), point by point."""
-    return np.array([chi2_profiled(x, mu, C, V, rcond) for mu in np.asarray(expectations, dtype=float)])
+    return np.array([chi2_profiled(x, mu, C, norm_groups, norm_prior, rcond)
+                     for mu in np.asarray(expectations, dtype=float)])
 
 
 def chi2_scan_dense(r, offsets):

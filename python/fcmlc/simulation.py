@@ -108,6 +108,10 @@ class _Sampler:
     Lp: np.ndarray | None = None
     lo: np.ndarray | None = None
     sigma: np.ndarray | None = None
+    #: covariance kind: normalisation groups (bin -> group) and their spread; drawn only when
+    #: norm_sigma > 0 (x = mu (1 + norm_sigma E w) + F z), else x = mu + F z
+    norm_groups: np.ndarray | None = None
+    norm_sigma: float = 0.0
 
     @classmethod
     def of(cls, exp) -> "_Sampler":
@@ -121,7 +125,16 @@ class _Sampler:
             return cls(exp.name, "pulls", stream, exp.n_bins, J=np.ascontiguousarray(exp.pull_jacobian, dtype=float),
                        Lp=np.ascontiguousarray(Lp), lo=np.asarray(exp.pull_lower, dtype=float),
                        sigma=np.asarray(exp.stat_sigma, dtype=float))
-        Ft, lower = covariance_factor(exp.generation_covariance, f"{exp.name} covariance")
+        # The one statistical model of the experiment (see fcmlc.experiments.Experiment):
+        # x = mu (1 + sigma E w) + F z with F F^T = covariance, w ~ N(0, I_k) per normalisation
+        # group when the groups have a prior sigma > 0 (free groups are not sampled: x = mu + F z).
+        Ft, lower = covariance_factor(exp.covariance, f"{exp.name} covariance")
+        sigma = float(getattr(exp, "norm_prior", 0.0) or 0.0)
+        k = int(getattr(exp, "n_norm_groups", 0) or 0)
+        if sigma > 0 and k > 0:
+            groups = np.ascontiguousarray(exp.norm_groups, dtype=np.int64)
+            return cls(exp.name, "covariance", stream, exp.n_bins, factor_t=Ft, lower=lower, norm_groups=groups,
+                       norm_sigma=sigma)
         return cls(exp.name, "covariance", stream, exp.n_bins, factor_t=Ft, lower=lower)
 
     def sample(self, mu, seed, point_ids, n_real, real_offset=0, float32=False, threads=None):
@@ -131,7 +144,7 @@ class _Sampler:
             return _core.simulate_pulls(mu, self.J, self.Lp, self.lo, self.sigma, seed, self.stream, pid, n_real,
                                         real_offset, float32, threads)
         return _core.simulate_gaussian(mu, self.factor_t, self.lower, seed, self.stream, pid, n_real, real_offset,
-                                       float32, threads)
+                                       float32, threads, self.norm_groups, float(self.norm_sigma))
 
 
 def _check_seed(seed) -> int:
@@ -239,7 +252,8 @@ def simulate(experiments, grid: Grid | None = None, n_per_point: int = 50, seed:
     eset = _experiment_set(experiments)
     samplers = [_Sampler.of(e) for e in eset.experiments]  # validates covariances before any file is touched
     spec = ds.DatasetSpec(tuple(e.name for e in eset.experiments), tuple(e.definition_hash for e in eset.experiments),
-                          tuple(int(e.n_bins) for e in eset.experiments), grid, n_per_point, seed, dtype)
+                          tuple(int(e.n_bins) for e in eset.experiments), grid, n_per_point, seed, dtype,
+                          ds.normalisation_json(eset.experiments))
     out = Path(out)
     itemsize = np.dtype(dtype).itemsize
 

@@ -12,6 +12,17 @@
 //     chi2_e(u, j) = |r_e|^2 + s2_u (2 r_e.d_e(j) + s2_u |d_e(j)|^2),
 // so a data vector costs n_dm2 dot products. General experiments keep offsets
 // m_e(p) = A_e (mu_e(p) - N0_e) for every grid point: chi2_e(p) = |r_e - m_e(p)|^2.
+// This route serves experiments without normalisation groups (k_norm = 0: pulls, or no
+// normalisation).
+//
+// Experiments with k_norm > 0 normalisation groups ("norm" experiments, x ~ N(diag(mu) E beta, C))
+// use the exact multiplicative profile
+//     chi2_e(x; p) = q - b'(p)^T G'(p)^-1 b'(p),
+//     y = C^+ x,  q = x.y + k_norm / sigma^2,  b'(p) = E^T (mu_p * y) + 1/sigma^2,
+//     G'(p) = E^T diag(mu_p) C^+ diag(mu_p) E + I / sigma^2   (1/sigma^2 -> 0 for free groups),
+// with the inverse Cholesky factor L_p^-1 of G'(p) precomputed per grid point (packed lower
+// triangular, row by row), so chi2_e = q - |L_p^-1 b'(p)|^2. Linear: b'(p) = b0' - s2 b1(dm2_j)
+// with b0' = E^T (N0 * y) + 1/sigma^2 and b1(j) = E^T (D_j * y); general: mu_p per grid point.
 #pragma once
 
 #include <cstdint>
@@ -41,6 +52,19 @@ struct Chi2Experiment {
   std::vector<double> G;   // gaussian + linear: n_dm2 x kg, G = d M
   int np = 0;              // pulls: number of pull parameters
   std::vector<double> J, Lp, lo, sigma;
+  // multiplicative normalisation groups (norm experiments; k == 0 there, A unused by the scans)
+  bool norm = false;
+  int kn = 0;                  // number of normalisation groups
+  double prior = 0.0;          // 1 / sigma^2 of the normalisation prior (0: free)
+  std::vector<int> gid;        // n: group of each bin
+  std::vector<double> Ci;      // n x n: C^+
+  std::vector<double> Lfac;    // n_points x kn(kn+1)/2: packed L_p^-1
+  std::vector<double> Draw;    // linear: n_dm2 x n, the deficits D_j
+  std::vector<double> mug;     // general: n_points x n, the expectations mu_p
+  std::vector<double> Fm;      // gaussian generator: n x kg, F row-major
+  double gen_sigma = 0.0;      // generator: normalisation spread (draws w only when > 0)
+  int kw = 0;                  // whiten(): rows of Aw (the projection at the null expectation)
+  std::vector<double> Aw;      // kw x n
 };
 
 }  // namespace fcmlc

@@ -77,6 +77,7 @@ enum Purpose : std::uint64_t {
   PURPOSE_PULL = 2,      // pull parameters
   PURPOSE_STAT = 3,      // statistical fluctuation of pull-type experiments
   PURPOSE_FC_TOY = 4,    // Feldman-Cousins pseudo-experiments (whitened residuals)
+  PURPOSE_NORM = 5,      // normalisation-group draws w ~ N(0, I_k) (only when norm_prior > 0)
 };
 
 // Uniform in (0, 1): 53 random bits, centred so that 0 and 1 never occur.

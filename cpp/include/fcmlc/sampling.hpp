@@ -11,20 +11,29 @@
 
 namespace fcmlc {
 
-// Covariance-type experiment: x = mu + F z, z ~ N(0, I_k) drawn from
-// normals(seed, stream, c1=real, c2=point, c3=PURPOSE_RESIDUAL).
+// Covariance-type experiment: x = mu * (1 + sigma E w) + F z, z ~ N(0, I_k) drawn from
+// normals(seed, stream, c1=real, c2=point, c3=PURPOSE_RESIDUAL) and, only when sigma > 0,
+// the normalisations w ~ N(0, I_kn) of the groups (group[i] = group of bin i, 0..kn-1; every
+// bin is grouped when sigma > 0) from the PURPOSE_NORM stream; with sigma == 0, x = mu + F z.
 // Ft is F transposed (k x n, row-major: row j is column j of F); if `lower` is
 // set, F is lower triangular (Cholesky, k == n) and column j is zero above row j.
-// z (k values) is scratch; out (n values) receives x.
+// z (k values) and w (kn values) are scratch; out (n values) receives x.
 inline void gaussian_realization(const double* mu, const double* Ft, int n, int k, bool lower, std::uint64_t seed,
                                  std::uint64_t stream, std::uint64_t point, std::uint64_t real, double* z,
-                                 double* out) {
+                                 double* out, const std::int64_t* group = nullptr, int kn = 0, double sigma = 0.0,
+                                 double* w = nullptr) {
   normals(seed, stream, real, point, PURPOSE_RESIDUAL, z, static_cast<std::size_t>(k));
-  for (int i = 0; i < n; ++i) out[i] = mu[i];
+  for (int i = 0; i < n; ++i) out[i] = 0.0;
   for (int j = 0; j < k; ++j) {
     const double zj = z[j];
     const double* col = Ft + static_cast<std::size_t>(j) * n;
     for (int i = lower ? j : 0; i < n; ++i) out[i] += col[i] * zj;
+  }
+  if (sigma > 0.0 && kn > 0) {
+    normals(seed, stream, real, point, PURPOSE_NORM, w, static_cast<std::size_t>(kn));
+    for (int i = 0; i < n; ++i) out[i] = mu[i] * (1.0 + sigma * w[group[i]]) + out[i];
+  } else {
+    for (int i = 0; i < n; ++i) out[i] = mu[i] + out[i];
   }
 }
 
