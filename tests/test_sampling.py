@@ -123,3 +123,42 @@ def test_sampler_input_errors():
         _core.simulate_gaussian(np.full((2, 3), np.nan), Ft, True, 1, 1, np.arange(2), 3)
     with pytest.raises(ValueError, match="threads"):
         _core.simulate_gaussian(np.zeros((2, 3)), Ft, True, 1, 1, np.arange(2), 3, threads=0)
+
+
+def test_gaussian_normalisation_groups_match_reference_bit_for_bit():
+    # x = mu (1 + sigma E w) + F z, w ~ N(0, I_k) from the PURPOSE_NORM stream (only when sigma > 0)
+    assert _core.PURPOSE_NORM == reference.PURPOSE_NORM
+    n, sigma = 7, 0.1
+    groups = np.array([0, 0, 1, 1, 1, 2, 2])
+    mu = np.random.default_rng(2).uniform(100, 200, size=(3, n))
+    pid = np.array([4, 9, 2])
+    # F = 0: x is mu (1 + sigma w_g) exactly, in C++ and in NumPy
+    F0 = np.zeros((n, n))
+    a = _core.simulate_gaussian(mu, F0, False, 3, 8, pid, 5, norm_groups=groups, norm_sigma=sigma)
+    ref = reference.simulate_gaussian(mu, F0, 3, 8, pid, 5, norm_groups=groups, norm_sigma=sigma)
+    np.testing.assert_array_equal(a, ref)
+    # with a covariance: the same up to the summation order of F z; sigma = 0 draws no w
+    Ft, lower = covariance_factor(spd(n))
+    b = _core.simulate_gaussian(mu, Ft, lower, 3, 8, pid, 5, norm_groups=groups, norm_sigma=sigma, threads=2)
+    np.testing.assert_allclose(b, reference.simulate_gaussian(mu, Ft, 3, 8, pid, 5, norm_groups=groups, norm_sigma=sigma), rtol=1e-12)
+    np.testing.assert_array_equal(b, _core.simulate_gaussian(mu, Ft, lower, 3, 8, pid, 5, norm_groups=groups,
+                                                             norm_sigma=sigma, threads=1))
+    np.testing.assert_array_equal(_core.simulate_gaussian(mu, Ft, lower, 3, 8, pid, 5, norm_groups=groups),
+                                  _core.simulate_gaussian(mu, Ft, lower, 3, 8, pid, 5))
+
+
+def test_normalisation_group_spread():
+    # F = 0: x_i / mu_i - 1 = sigma w_g(i): one value per group and realization, sd sigma
+    n, sigma, N = 6, 0.05, 20000
+    groups = np.array([0, 0, 0, 1, 1, 1])
+    x = _core.simulate_gaussian(np.full((1, n), 500.0), np.zeros((n, n)), False, 1, 2, np.array([0]), N,
+                                norm_groups=groups, norm_sigma=sigma)[0]
+    f = x / 500.0 - 1.0
+    assert np.all(f[:, 0] == f[:, 1]) and np.all(f[:, 3] == f[:, 5]) and not np.all(f[:, 0] == f[:, 3])
+    for g in (0, 3):
+        assert abs(f[:, g].std() / sigma - 1) < 5 * np.sqrt(0.5 / N)
+        assert abs(f[:, g].mean()) < 5 * sigma / np.sqrt(N)
+    assert abs(np.corrcoef(f[:, 0], f[:, 3])[0, 1]) < 5 / np.sqrt(N)
+    with pytest.raises(ValueError, match="group"):
+        _core.simulate_gaussian(np.ones((1, n)), np.eye(n), True, 1, 2, np.array([0]), 2,
+                                norm_groups=np.full(n, -1), norm_sigma=0.1)

@@ -52,6 +52,10 @@ class _TorchModel:
     """Device copies of a Chi2Model's reduced arrays (built once per model and device)."""
 
     def __init__(self, model, dev):
+        norm = [p.name for p in model._parts if getattr(p, "norm", False)]
+        if norm:
+            raise ValueError(f"the torch FC backend does not implement the multiplicative normalisation-group "
+                             f"profile yet ({', '.join(norm)} have normalisation groups); use backend='cpu'")
         torch = _torch()
         t = lambda a: torch.as_tensor(np.array(a, dtype=np.float64), device=dev)  # noqa: E731
         g = model.grid

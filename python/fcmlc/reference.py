@@ -264,12 +264,14 @@ def integrate(p_yhat, transition, cell_area):
 # the toys completely.
 
 
-def chi2_profiled(x, mu, C, norm_groups=None, norm_prior=0.0, rcond=1e-10):
+def chi2_profiled(x, mu, C, norm_groups=None, norm_prior=0.0, rcond=1e-10, Ci=None):
     """min_beta (x - diag(mu) E beta)^T C^+ (x - diag(mu) E beta) [+ |beta - 1|^2 / sigma^2]
     for one data vector and one expectation: the exact profile over the multiplicative
     normalisations beta_g of the groups `norm_groups` (group index per bin; None or all -1: no
-    normalisation, chi2 = (x - mu)^T C^+ (x - mu)); `norm_prior` = sigma (0: free groups)."""
-    Ci = np.linalg.pinv(np.asarray(C, dtype=float), rcond=rcond, hermitian=True)
+    normalisation, chi2 = (x - mu)^T C^+ (x - mu)); `norm_prior` = sigma (0: free groups).
+    `Ci`: C^+ when already computed."""
+    if Ci is None:
+        Ci = np.linalg.pinv(np.asarray(C, dtype=float), rcond=rcond, hermitian=True)
     x = np.asarray(x, dtype=float)
     mu = np.asarray(mu, dtype=float)
     g = None if norm_groups is None else np.asarray(norm_groups, dtype=np.int64)
@@ -295,7 +297,8 @@ def chi2_profiled(x, mu, C, norm_groups=None, norm_prior=0.0, rcond=1e-10):
 
 def chi2_map(x, expectations, C, norm_groups=None, norm_prior=0.0, rcond=1e-10):
     """chi2_profiled of x against every row of `expectations` (n_points, n_bins), point by point."""
-    return np.array([chi2_profiled(x, mu, C, norm_groups, norm_prior, rcond)
+    Ci = np.linalg.pinv(np.asarray(C, dtype=float), rcond=rcond, hermitian=True)
+    return np.array([chi2_profiled(x, mu, C, norm_groups, norm_prior, rcond, Ci)
                      for mu in np.asarray(expectations, dtype=float)])
 
 
