@@ -34,17 +34,22 @@ from _common import cpu_model, timeit
 
 
 def numpy_scan_setup(e, grid):
+    """Everything precomputed for the NumPy profile scan of the multiplicative model:
+    expectations mu (P, n), C^-1, E, and G(p)^-1 (P, k, k)."""
     mu = np.asarray(e.expectation_grid(grid), dtype=float)
     Ci = np.linalg.inv(np.asarray(e.covariance, dtype=float))
-    V = e.nuisance_directions
-    CV = Ci @ V
-    P = Ci - CV @ np.linalg.solve(V.T @ CV, CV.T)
-    return mu, P
+    E = e.normalisation_matrix
+    U = mu[:, :, None] * E[None]  # (P, n, k)
+    G = np.einsum("pnk,nm,pml->pkl", U, Ci, U, optimize=True)
+    return mu, (Ci, E, np.linalg.inv(G))
 
 
 def numpy_scan(x, mu, P):
-    R = x[None, :] - mu
-    chi2 = np.einsum("pi,pi->p", R @ P, R)
+    """chi2(p) = x^T C^-1 x - b_p^T G_p^-1 b_p, b_p = E^T (mu_p * C^-1 x)."""
+    Ci, E, Ginv = P
+    y = Ci @ x
+    b = (mu * y[None, :]) @ E
+    chi2 = x @ y - np.einsum("pk,pkl,pl->p", b, Ginv, b)
     return chi2, chi2.min()
 
 
@@ -57,7 +62,7 @@ def numpy_fc_float32(model, e, pids, n_toys, seed):
     M2 = np.einsum("pk,pk->p", M, M)
     from fcmlc.simulation import covariance_factor
 
-    Ft, _ = covariance_factor(e.generation_covariance)
+    Ft, _ = covariance_factor(e.covariance)
     F = Ft.T.astype(np.float32)
     rng = np.random.default_rng(seed)
     out = np.empty((len(pids), n_toys), dtype=np.float32)

@@ -1,27 +1,39 @@
 """Frequentist inference on the parameter grid: exact chi2 scans, Wilks' regions, raster-scan
 limits and full-grid Feldman-Cousins (FC) critical values.
 
-The chi2 of experiment e for data x at grid point p is
+The chi2 of experiment e for data x at grid point p is the exact profile of its Gaussian
+model x ~ N(diag(mu_e(p)) E_e beta, C_e) over the multiplicative normalisations beta_g of its
+normalisation groups (``norm_groups``, E_e the 0/1 assignment ``normalisation_matrix``):
 
-    chi2_e(x; p) = min_a (x - mu_e(p) - V_e a)^T C_e^+ (x - mu_e(p) - V_e a),
+    chi2_e(x; p) = min_beta (x - diag(mu) E beta)^T C_e^+ (x - diag(mu) E beta) [+ |beta - 1|^2 / sigma^2],
 
-with C_e the experiment's chi2 covariance (``covariance``; the Moore-Penrose pseudo-inverse on
-the non-null subspace when C_e is only positive semi-definite), V_e its shape-only nuisance
-directions (``nuisance_directions``: free normalisations, profiled exactly) and mu_e(p) the
-expectation. A global fit sums chi2_e over experiments on the common grid.
+C_e the experiment's covariance (``covariance``; Moore-Penrose pseudo-inverse on the non-null
+subspace when only positive semi-definite), sigma its ``norm_prior`` (0: free groups, no prior
+term) and mu_e(p) the *oscillated* expectation (a normalisation scales the prediction, not a
+fixed null spectrum). A global fit sums chi2_e over experiments on the common grid; the number
+of effective bins is sum_e rank(C_e) - k_e.
 
-How it is computed (and why Feldman-Cousins becomes cheap): each experiment is whitened once,
-W_e C_e W_e^T = I, and the nuisances are projected out in whitened space; A_e = B^T W_e with B
-an orthonormal basis of the complement of span(W_e V_e), so chi2_e = |A_e (x - mu)|^2 exactly.
-Every vector is centred on the null expectation N0_e first: r_e = A_e (x - N0_e). For an
-experiment linear in s2 = sin^2(2 theta) (mu = N0 - s2 D(dm2)), with d_e(j) = A_e D_e(dm2_j),
+How it is computed. With y = C^+ x, q = x.y [+ k/sigma^2], b'(p) = E^T (mu_p * y) [+ 1/sigma^2]
+and G'(p) = E^T diag(mu_p) C^+ diag(mu_p) E [+ I/sigma^2] (k x k),
+
+    chi2_e(x; p) = q - b'(p)^T G'(p)^-1 b'(p) = q - |L_p^-1 b'(p)|^2,
+
+with L_p^-1 (the inverse Cholesky factor of G'(p), packed lower triangular) precomputed per
+grid point in float64 (q and the subtracted term are both ~1e6 for STEREO while chi2 ~ 1e2).
+For an experiment linear in s2 = sin^2(2 theta) (mu = N0 - s2 D(dm2)), b'(u, j) = b0' - s2_u b1(j)
+with b0' = E^T (N0 * y) [+ 1/sigma^2] and b1(j) = E^T (D_j * y): a data vector costs one
+C^+ x, n_dm2 sums over the bins, and k(k+1)/2 multiply-adds per grid point. Non-linear
+experiments (DANSS's ratio of spectra) form b'(p) from the stored mu_p per grid point.
+
+Experiments without normalisation groups (k = 0: pull-type, or no normalisation) use the
+whitening W_e (W C W^T = I): chi2_e = |W_e (x - mu)|^2, centred on the null expectation
+r_e = W_e (x - N0_e); for a linear experiment, with d_e(j) = W_e D_e(dm2_j),
 
     chi2_e(u, j) = |r_e|^2 + 2 s2_u (r_e . d_e(j)) + s2_u^2 |d_e(j)|^2,
 
-so a data vector costs n_dm2 dot products, not n_points; per dm2 row the chi2 is a convex
-quadratic in s2 and its grid minimum sits next to the unconstrained minimiser (binary search).
-Non-linear experiments (DANSS's ratio of spectra) keep offsets m_e(p) = A_e (mu_e(p) - N0_e)
-for every grid point.
+so a data vector costs n_dm2 dot products; when every experiment is of this kind the chi2 is a
+convex quadratic in s2 per dm2 row and the FC toys find the grid minimum next to the
+unconstrained minimiser (binary search). Non-linear ones keep offsets m_e(p) = W_e (mu_e(p) - N0_e).
 
 Pull-type experiments (gallium): their chi2 uses ``covariance``, the linearised pulls; for a
 nuisance that enters linearly with a Gaussian prior, profiling it exactly gives the same chi2
@@ -30,11 +42,13 @@ linearised model. Their FC toys, however, come from the non-Gaussian sampler of 
 (truncated pulls entering multiplicatively): that is where FC and Wilks differ.
 
 FC toys are exactly the realizations of :func:`fcmlc.simulation.simulate`: toy t at grid point
-p under seed s is realization t of point p (same counter-based generator, stream and keying).
-For covariance-type experiments the kernel forms the whitened toy as r = c_p + M z with
-c_p = A (mu_p - N0) and M = A F (F the generation factor, z the generator's normals), which
-equals whitening the generator output x = mu_p + F z up to rounding; for linear experiments it
-goes one step further and forms r . d(j) = d(j) . c_p + (d M)(j) . z directly.
+p under seed s is realization t of point p (same counter-based generator, stream and keying):
+x = mu_p (1 + sigma E w) + F z with F F^T = C, z the generator's normals and w ~ N(0, I_k) drawn
+only when sigma > 0. For experiments with normalisation groups the kernel forms x itself (four
+toys per vector lane, another summation order than simulate's: rounding only) and scans it
+like a data vector over the whole grid; for the others it forms the whitened toy r = c_p + M z
+with c_p = W (mu_p - N0) and M = W F, and for linear ones r . d(j) = d(j) . c_p + (d M)(j) . z
+directly.
 """
 from __future__ import annotations
 
