@@ -228,7 +228,7 @@ def test_foreign_file_is_not_clobbered(tmp_path):
 
 def test_malformed_model_file_rejected_before_any_file_is_written(tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text(ex.load("STEREO").to_toml().replace("norm_prior = 0.1", "norm_prior = -0.1", 1))
+    bad.write_text(ex.load("STEREO").to_toml().replace("norm_prior = 0.0", "norm_prior = -0.1", 1))
     out = tmp_path / "never.h5"
     r = subprocess.run([sys.executable, "-m", "fcmlc.cli", "simulate", "--experiments", f"BEST,{bad}", "--grid", "5",
                         "-o", str(out), "--no-progress"], capture_output=True, text=True)

@@ -58,7 +58,7 @@ class ExactPosterior:
         self.n_features = self.exp.n_bins
         self.grid = grid
         self.y_grid = cells_centred_on(grid)
-        L = np.linalg.cholesky(self.exp.generation_covariance)
+        L = np.linalg.cholesky(self.exp.covariance)  # the simulator: x = mu + F z (free normalisations)
         self.W = np.linalg.inv(L)
         self.wmu = self.exp.expectation(*grid.points().T) @ self.W.T  # (n_points, n_bins)
         self.densities = []
