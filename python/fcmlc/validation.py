@@ -24,8 +24,8 @@ inside the posterior grid).
   membership test of the highest-density region, :func:`fcmlc.regions.credible_level_map`).
 * Wilks: the test statistic is evaluated *at the truth itself*, not at a grid point:
   Delta-chi2_t = chi2(x; truth) - min(min over the chi2 grid, chi2(x; truth)), with
-  chi2(x; truth) = |W (x - mu(truth))|^2 from the same whitening-projection as the grid scan
-  (:meth:`fcmlc.frequentist.Chi2Model.whiten`), and covered when Delta-chi2_t <= the chi2(2 dof)
+  chi2(x; truth) = the exact profile chi2 at the truth, as the grid scan computes it
+  (:meth:`fcmlc.frequentist.Chi2Model.chi2_at`), and covered when Delta-chi2_t <= the chi2(2 dof)
   quantile. The grid minimum is above the continuum minimum by a fraction of a cell, which
   makes Delta-chi2_t slightly small (coverage slightly high) on a coarse grid.
 * Feldman-Cousins: the same Delta-chi2_t against the critical value of the *nearest* chi2-grid
@@ -434,15 +434,15 @@ def truth_credible_levels(density, log_ue4_edges, log_dm2_edges, ue4, dm2, close
 
 def chi2_at(chi2_model, x, ue4, dm2) -> np.ndarray:
     """chi2 of data ``x`` (n, n_bins) at arbitrary points (|Ue4|_i, dm2_i) (n,), one point per
-    data vector: |W (x - N0) - W (mu(point) - N0)|^2 with the whitening-projection W of
-    ``chi2_model`` (:meth:`fcmlc.frequentist.Chi2Model.whiten`, nuisances profiled), i.e. the
-    chi2 that :func:`fcmlc.frequentist.chi2_scan` gives at a grid point, evaluated off the grid."""
+    data vector: the exact profile chi2 of the experiments' model (normalisations and pulls
+    profiled, :meth:`fcmlc.frequentist.Chi2Model.chi2_at`), i.e. the chi2 that
+    :func:`fcmlc.frequentist.chi2_scan` gives at a grid point, evaluated off the grid."""
     if chi2_model.experiments is None:
         raise ValueError("this Chi2Model was unpickled without its experiments")
     from .experiments import combine
 
     mu = combine(list(chi2_model.experiments)).expectation(np.asarray(ue4, float), np.asarray(dm2, float))
-    return np.sum((chi2_model.whiten(x) - chi2_model.whiten(np.atleast_2d(mu))) ** 2, axis=-1)
+    return np.atleast_1d(chi2_model.chi2_at(np.atleast_2d(x), np.atleast_2d(mu)))
 
 
 def _nearest_points(grid: Grid, ue4, dm2) -> np.ndarray:
@@ -779,7 +779,7 @@ def coverage(model, trials: int = 2000, levels=(0.68, 0.90, 0.95), seed: int = 0
                 if truths == "grid":
                     flat = sc.chi2.reshape(sc.chi2.shape[0], -1)
                     ct = flat[np.arange(flat.shape[0]), tpid[sl]]
-                else:  # chi2 at the truth itself, same whitening-projection as the scan
+                else:  # chi2 at the truth itself, the same profile chi2 as the scan
                     ct = chi2_at(cm, X[sl], tu[sl], td[sl])
                 delta[sl] = ct - np.minimum(gmin, ct)
                 if bar is not None:
