@@ -17,14 +17,14 @@ from fcmlc.models.features import FeatureMap
 from fcmlc.physics import Grid
 
 
-def test_group_fractions_are_invariant_and_exact():
+def test_group_directions_are_invariant_and_exact():
     fm = FeatureMap([0, 1, 0, 1, -1, 2, 2])
     rng = np.random.default_rng(1)
-    x = rng.uniform(1, 2, size=(5, 7))
+    x = rng.uniform(-0.5, 2, size=(5, 7))  # negative bins and sums happen in background-subtracted data
     f = fm.transform(x)
-    # fractions sum to one per group, pass-through column unchanged
-    np.testing.assert_allclose(f[:, [0, 2]].sum(axis=1), 1.0, rtol=1e-15)
-    np.testing.assert_allclose(f[:, [5, 6]].sum(axis=1), 1.0, rtol=1e-15)
+    # unit vectors per group, pass-through column unchanged
+    np.testing.assert_allclose(np.square(f[:, [0, 2]]).sum(axis=1), 1.0, rtol=1e-15)
+    np.testing.assert_allclose(np.square(f[:, [5, 6]]).sum(axis=1), 1.0, rtol=1e-15)
     np.testing.assert_array_equal(f[:, 4], x[:, 4])
     # rescaling a group leaves every feature unchanged (to rounding: one division each)
     c = np.array([3.0, 0.25, 3.0, 0.25, 1.0, 7.5, 7.5])
@@ -33,10 +33,13 @@ def test_group_fractions_are_invariant_and_exact():
     np.testing.assert_array_equal(fm.transform(x[2]), f[2])
 
 
-def test_bad_group_sum_is_named():
+def test_zero_group_is_named():
     fm = FeatureMap([0, 0, 1, 1], ["A group 0", "A group 1"])
-    with pytest.raises(ValueError, match=r"data vector 1: the bins of A group 1 sum to .* <= 0"):
-        fm.transform(np.array([[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, -3.0, 1.0]]))
+    # a negative group sum is fine (direction defined) ...
+    fm.transform(np.array([1.0, 2.0, -3.0, 1.0]))
+    # ... an all-zero group is not
+    with pytest.raises(ValueError, match=r"data vector 1: every bin of A group 1 is zero"):
+        fm.transform(np.array([[1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 0.0, 0.0]]))
 
 
 def test_feature_map_follows_the_experiments_model():
@@ -60,7 +63,7 @@ def test_feature_map_follows_the_experiments_model():
 
 def _shape_only_dataset(path, grid, n_per_point, seed):
     """Two groups of three bins; the shape inside each group depends on y, the group totals are
-    random (free normalisations), so only the fractions carry information."""
+    random (free normalisations), so only the shape inside each group carries information."""
     n = 6
     norm = json.dumps({"SHAPE": {"norm_groups": [0, 0, 0, 1, 1, 1], "norm_prior": 0.0}})
     spec = DatasetSpec(("SHAPE",), ("shape-toy",), (n,), grid, n_per_point, seed, "float32", norm)

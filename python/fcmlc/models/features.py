@@ -5,18 +5,21 @@ that the bins of group g are known only up to a common factor beta_g: the chi2 p
 away, so the rate of a group is no information about the oscillation. A network fed the raw
 bins would learn that rate from the simulator (realizations at beta = 1) and use a
 measurement the model says does not exist. FCMLC therefore feeds such an experiment to its
-network as *fractions within each group*,
+network as the *direction* of each group's sub-vector,
 
-    f_i = x_i / sum_{j in g(i)} x_j,
+    f_i = x_i / |x_g|,   |x_g| = sqrt(sum_{j in g(i)} x_j^2),
 
-which are exactly invariant under x_g -> c_g x_g: the FCMLC posterior of a shape-only
-experiment does not change when a normalisation group of the data vector is rescaled. Bins of
-experiments without free normalisations (pull-type gallium and BEST rates, or an experiment
-whose normalisation has a stated prior, ``norm_prior > 0``) enter unchanged.
+which is exactly invariant under x_g -> c_g x_g (c_g > 0): the FCMLC posterior of a
+shape-only experiment does not change when a normalisation group of the data vector is
+rescaled. Bins of experiments without free normalisations (pull-type gallium and BEST rates,
+or an experiment whose normalisation has a stated prior, ``norm_prior > 0``) enter unchanged.
 
-Why fractions and not, say, the whitened data with the nuisance directions projected out: the
-directions diag(mu(theta)) E depend on theta, so a projection would need theta; the fractions
-are the maximal invariant of the per-group scaling and need nothing but the data.
+Why the Euclidean norm and not the group sum (fractions x_i / sum x_j): a background-subtracted
+spectrum can fluctuate to a negative sum in a group with few events (PROSPECT's highest energy
+bin does in realizations), where fractions are undefined; the direction is defined for every
+non-zero group and is the maximal invariant of the positive per-group scaling. Why not the
+whitened data with the nuisance directions projected out: those directions diag(mu(theta)) E
+depend on theta, which the network is to infer.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from ..dataset import normalisation_of
 
 
 class FeatureMap:
-    """x (raw concatenated bins) -> network features (group fractions for shape-only experiments).
+    """x (raw concatenated bins) -> network features (group directions for shape-only experiments).
 
     ``groups[i]`` is the global group index of feature column i, or -1 for a column passed
     through unchanged; ``names[g]`` says which experiment and group g is, for error messages.
@@ -83,20 +86,20 @@ class FeatureMap:
         return cls.from_normalisation({str(e.name): normalisation_of(e) for e in exps}, [str(e.name) for e in exps])
 
     def to_dict(self) -> dict:
-        return {"kind": "group_fractions", "groups": self.groups.tolist(), "names": self.names}
+        return {"kind": "group_directions", "groups": self.groups.tolist(), "names": self.names}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "FeatureMap":
         if d is None:
             raise ValueError("no feature map recorded")
-        if d.get("kind") != "group_fractions":
+        if d.get("kind") != "group_directions":
             raise ValueError(f"unknown feature map kind {d.get('kind')!r}")
         return cls(d["groups"], d.get("names"))
 
     def transform(self, x, dtype=None) -> np.ndarray:
         """Features of data vectors x (n, n_features) or (n_features,), in float64 (or `dtype`).
 
-        Raises ValueError when a group of a data vector sums to <= 0 (its fractions are
+        Raises ValueError when every bin of a group of a data vector is zero (its direction is
         undefined), naming the vector and the group."""
         x = np.asarray(x)
         single = x.ndim == 1
@@ -105,15 +108,15 @@ class FeatureMap:
             raise ValueError(f"FeatureMap: data have {X.shape[1]} bins, the map {self.groups.size}")
         if self.n_groups:
             sub = X[:, self._cols]
-            sums = np.zeros((X.shape[0], self.n_groups))
-            for j in range(self.n_groups):  # ascending order: the same sum for any batch
-                sums[:, j] = sub[:, self._gid == j].sum(axis=1)
-            bad = ~(sums > 0)
+            norms = np.zeros((X.shape[0], self.n_groups))
+            for j in range(self.n_groups):  # one group at a time: the same value for any batch
+                norms[:, j] = np.sqrt(np.square(sub[:, self._gid == j]).sum(axis=1))
+            bad = ~(norms > 0)
             if np.any(bad):
                 r, g = np.argwhere(bad)[0]
-                raise ValueError(f"data vector {r}: the bins of {self.names[g]} sum to {sums[r, g]:.4g} <= 0, so "
-                                 "their fractions (the shape-only features) are undefined")
-            X[:, self._cols] = sub / sums[:, self._gid]
+                raise ValueError(f"data vector {r}: every bin of {self.names[g]} is zero (or not finite), so its "
+                                 "shape (the normalisation-invariant feature) is undefined")
+            X[:, self._cols] = sub / norms[:, self._gid]
         if dtype is not None:
             X = X.astype(dtype, copy=False)
         return X[0] if single else X

@@ -78,7 +78,7 @@ class FCMLC:
         self.regressor = regressor
         self.flow = flow
         self.transition = T
-        #: raw data vector -> network input (group fractions for shape-only experiments)
+        #: raw data vector -> network input (group directions x_g / |x_g| for shape-only experiments)
         self.features = FeatureMap(np.full(regressor.n_features, -1)) if features is None else features
         if self.features.n_features != regressor.n_features:
             raise ValueError(f"feature map has {self.features.n_features} bins but the regressor takes "
