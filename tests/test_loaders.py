@@ -14,31 +14,7 @@ import pytest
 from fcmlc import experiments as ex
 from fcmlc.physics import Grid, sin2_2theta
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-PROSPECT_DIR = DATA / "prospect-2020-oscillation"
-DANSS_DIR = DATA / "danss-2018"
-NEOS_DIR = DATA / "neos-2017"
-
-
-def _need(path: Path) -> Path:
-    if not path.is_dir():
-        pytest.skip(f"public data not available: {path}")
-    return path
-
-
-@pytest.fixture(scope="module")
-def prospect():
-    return ex.load_prospect_release(_need(PROSPECT_DIR))
-
-
-@pytest.fixture(scope="module")
-def danss():
-    return ex.load_danss_ratio(_need(DANSS_DIR))
-
-
-@pytest.fixture(scope="module")
-def neos():
-    return ex.load_neos_ratio(_need(NEOS_DIR))
+from conftest import DANSS_DIR, DATA, NEOS_DIR, PROSPECT_DIR, need as _need  # noqa: F401
 
 
 def _profiled_chi2(e, grid):

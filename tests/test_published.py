@@ -20,34 +20,10 @@ from fcmlc.physics import Grid
 from _published import (chi2_fcmlc, chi2_fcmlc_null, chi2_free_scale, chi2_numpy, chi2_numpy_null,
                         chi2_prospect_relative, s2_of, spectrum_quadrature)
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-PROSPECT_DIR = DATA / "prospect-2020-oscillation"
-DANSS_DIR = DATA / "danss-2018"
-NEOS_DIR = DATA / "neos-2017"
+from conftest import DANSS_DIR, DATA, PROSPECT_DIR, need as _need
 
 #: coarse grid over the paper's range for the method comparisons (21 x 21, s2 up to 1)
 COARSE = Grid(ue4_range=(0.001, 0.707), dm2_range=(0.01, 10.0), shape=(21, 21))
-
-
-def _need(path: Path) -> Path:
-    if not path.is_dir():
-        pytest.skip(f"public data not available: {path} (expected ../shared/data next to the repository)")
-    return path
-
-
-@pytest.fixture(scope="module")
-def prospect():
-    return ex.load_prospect_release(_need(PROSPECT_DIR))
-
-
-@pytest.fixture(scope="module")
-def danss():
-    return ex.load_danss_ratio(_need(DANSS_DIR))
-
-
-@pytest.fixture(scope="module")
-def neos():
-    return ex.load_neos_ratio(_need(NEOS_DIR))
 
 
 def _delta(c):
