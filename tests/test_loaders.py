@@ -14,7 +14,7 @@ import pytest
 from fcmlc import experiments as ex
 from fcmlc.physics import Grid, sin2_2theta
 
-from conftest import DANSS_DIR, DATA, NEOS_DIR, PROSPECT_DIR, need as _need  # noqa: F401
+from conftest import DANSS_DIR, DATA, NEOS_DIR, PROSPECT_DIR, need as _need
 
 
 def _profiled_chi2(e, grid):

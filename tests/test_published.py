@@ -20,7 +20,7 @@ from fcmlc.physics import Grid
 from _published import (chi2_fcmlc, chi2_fcmlc_null, chi2_free_scale, chi2_numpy, chi2_numpy_null,
                         chi2_prospect_relative, s2_of, spectrum_quadrature)
 
-from conftest import DANSS_DIR, DATA, PROSPECT_DIR, need as _need
+from conftest import DANSS_DIR, DATA, need as _need
 
 #: coarse grid over the paper's range for the method comparisons (21 x 21, s2 up to 1)
 COARSE = Grid(ue4_range=(0.001, 0.707), dm2_range=(0.01, 10.0), shape=(21, 21))
