@@ -160,6 +160,13 @@ def cmd_wilks(args) -> int:
         "raster_90_limits_found": int(np.isfinite(raster).sum()),
         "scan_seconds": dt,
     })
+    from .regions import edges_touched, point_edges
+
+    iu, idm = grid.unravel(int(scan.best_index))
+    warn = [f"best fit on the grid's {' and '.join(e)} edge" for e in [point_edges(iu, idm, scan.chi2.shape)] if e]
+    warn += [f"{100 * L:g}% region reaches the grid's {' and '.join(e)} edge"
+             for L, m in regions.items() for e in [edges_touched(m)] if e]
+    summary["edge_warnings"] = warn
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     arrays = {"chi2": scan.chi2, "delta_chi2": delta, "ue4": grid.ue4, "dm2": grid.dm2,
@@ -187,6 +194,9 @@ def cmd_wilks(args) -> int:
     for L, m in regions.items():
         print(f"  {100 * L:g}% region (Delta-chi2 <= {fq.wilks_threshold(L, 2):.2f}): {int(m.sum())} of "
               f"{grid.n_points} grid points")
+    if warn:
+        print(f"  warning: {'; '.join(warn)}: the minimum or the regions may continue beyond the grid (widen it, "
+              "e.g. --dm2-range)")
     return 0
 
 

@@ -305,5 +305,5 @@ def _print_summary(s, out):
         ex = "excluded" if s["excludes_null"][lv] else "not excluded"
         print(f"  {100 * r['level']:.0f}% credible region: {r['cells']} cells ({100 * r['fraction']:.1f}% of the "
               f"plane); no-oscillation edge {ex}")
-    for w in s.get("edge_warnings", []):
-        print(f"  warning: {w}: the posterior may continue beyond the grid")
+    if s.get("edge_warnings"):
+        print(f"  warning: {'; '.join(s['edge_warnings'])}: the posterior may continue beyond the grid")
