@@ -233,10 +233,31 @@ def test_raster_limits_exact_for_piecewise_linear_rows():
 # --- toys are the realizations of simulate ---------------------------------------------------
 
 
+def _exact_and_centred(model, pids, n_toys, seed, **kw):
+    """fc_toys with the float64 profile everywhere (kernel.centred = False), then with the
+    default centred float32 form: ((delta, best), (delta, best))."""
+    k = model.kernel
+    k.centred = False
+    try:
+        exact = fq.fc_toys(model, pids, n_toys, seed=seed, return_best=True, **kw)
+    finally:
+        k.centred = True
+    return exact, fq.fc_toys(model, pids, n_toys, seed=seed, return_best=True, **kw)
+
+
+#: |Delta-chi2 (centred float32) - Delta-chi2 (float64 profile)| allowed. The float32 part is
+#: s2^2 |L_p^-1 c(s2)|^2, at most the full-mixing size of the experiments' chi2 (<~ 1e4 here),
+#: rounded with unit roundoff 2^-24 = 6e-8 over <= 21-term sums: <~ 1e-3 expected (measured
+#: 7e-5 for STEREO, 1.2e-3 for the global fit); critical values: 1e-3 relative.
+CENTRED_ATOL = 5e-3
+CENTRED_RTOL_CRITICAL = 1e-3
+
+
 def test_fc_toys_are_simulate_realizations():
     model = fq.Chi2Model(MIXED, SMALL).prepare_toys()
     pids = np.array([3, 60, 117])
-    delta, best = fq.fc_toys(model, pids, 9, seed=21, return_best=True)
+    (delta, best), (delta32, _) = _exact_and_centred(model, pids, 9, seed=21)
+    np.testing.assert_allclose(delta32, delta, rtol=0, atol=CENTRED_ATOL)
     pts = SMALL.points()[pids]
     for i, p in enumerate(pids):
         X = realizations(model.experiments, pts[i:i + 1, 0], pts[i:i + 1, 1], n_per_point=9, seed=21,
@@ -248,8 +269,29 @@ def test_fc_toys_are_simulate_realizations():
         np.testing.assert_allclose(delta[i], ref, rtol=0, atol=1e-8)
         np.testing.assert_array_equal(best[i], scan.best_index)
     # toy_offset: toys 4..8 are the same toys
-    np.testing.assert_array_equal(fq.fc_toys(model, pids, 5, seed=21, toy_offset=4), delta[:, 4:])
-    assert np.all(delta >= 0)
+    np.testing.assert_array_equal(fq.fc_toys(model, pids, 5, seed=21, toy_offset=4), delta32[:, 4:])
+    assert np.all(delta >= 0) and np.all(delta32 >= 0)
+
+
+@pytest.mark.parametrize("names, grid", [("STEREO", None), ("STEREO,PROSPECT,DANSS,NEOS,GALLIUM,BEST",
+                                                                 Grid(shape=(31, 31)))])
+def test_centred_float32_fc_statistic_matches_float64_profile(names, grid):
+    # the centred form (float32 quadratic form per grid point, float64 row terms, exact chi2 at
+    # the true point) against the float64 profile q - |L_p^-1 b'(p)|^2 on the same toys
+    model = fq.Chi2Model(names, grid).prepare_toys()
+    n = model.grid.n_points
+    pids = np.array([0, n // 7, n // 3, n // 2, (4 * n) // 5, n - 1])
+    (d64, b64), (d32, b32) = _exact_and_centred(model, pids, 48, seed=3, threads=2)
+    diff = np.abs(d32 - d64)
+    assert diff.max() <= CENTRED_ATOL, diff.max()
+    assert diff.max() > 0  # the centred path is in use
+    assert np.all(d32 >= 0)
+    assert np.mean(b32 == b64) > 0.95  # best points differ only at near-ties
+    levels = [0.68, 0.9, 0.95]
+    c64, c32 = fq.critical_values(d64, levels), fq.critical_values(d32, levels)
+    np.testing.assert_allclose(c32, c64, rtol=CENTRED_RTOL_CRITICAL, atol=1e-6)
+    # bit-identical for any thread count
+    np.testing.assert_array_equal(fq.fc_toys(model, pids, 48, seed=3, threads=1), d32)
 
 
 # --- Feldman-Cousins against exact results ---------------------------------------------------
@@ -705,8 +747,9 @@ def test_fc_toys_with_normalisation_prior_are_simulate_realizations():
     s = _WithPrior(ex.load("STEREO"), 0.02)
     model = fq.Chi2Model([s, e], SMALL).prepare_toys()
     pids = np.array([5, 77])
-    delta, best = fq.fc_toys(model, pids, 6, seed=4, return_best=True, threads=2)
-    np.testing.assert_array_equal(fq.fc_toys(model, pids, 6, seed=4, threads=1), delta)
+    (delta, best), (delta32, _) = _exact_and_centred(model, pids, 6, seed=4, threads=2)
+    np.testing.assert_allclose(delta32, delta, rtol=0, atol=CENTRED_ATOL)
+    np.testing.assert_array_equal(fq.fc_toys(model, pids, 6, seed=4, threads=1), delta32)
     pts = SMALL.points()[pids]
     for i, p in enumerate(pids):
         X = _realize([s, e], pts[i:i + 1, 0], pts[i:i + 1, 1], 6, 4, point_ids=[p])[0]

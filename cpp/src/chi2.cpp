@@ -21,7 +21,7 @@ namespace {
 // Toys are processed LANES at a time (vectorised across toys: every lane performs the same
 // IEEE operations in the same order, so a toy's result does not depend on its neighbours);
 // a parallel task is one true point and up to TOY_BLOCK toys.
-constexpr int LANES = 4;
+constexpr int LANES = 8;
 constexpr int TOY_BLOCK = 64;
 
 // AVX2 clone of the hot loops. FMA is deliberately NOT enabled: without contraction the
@@ -39,9 +39,35 @@ using idx = std::size_t;
 // s2 (2 r.d + s2 |d|^2). The same expression is used by the scan and by the toys.
 inline double lin_value(double s2, double g, double n) { return s2 * (2.0 * g + s2 * n); }
 
-// Four toys in one vector (GCC/Clang vector extension: SSE2 pairs in the baseline clone,
-// one ymm register in the AVX2 clone). Element-wise + and * are the scalar IEEE operations.
-typedef double lanes_t __attribute__((vector_size(LANES * sizeof(double)), aligned(sizeof(double))));
+// Eight toys in float64 as two four-wide halves (GCC/Clang vector extension: SSE2 pairs in the
+// baseline clone, one ymm register per half in the AVX2 clone; a single 64-byte vector type is
+// lowered through the stack without AVX-512). Element-wise + - * are the scalar IEEE operations.
+typedef double d4_t __attribute__((vector_size(4 * sizeof(double)), aligned(sizeof(double))));
+typedef float f4_t __attribute__((vector_size(4 * sizeof(float)), aligned(sizeof(float))));
+struct lanes_t {
+  d4_t lo, hi;
+  double operator[](int l) const { return l < 4 ? lo[l] : hi[l - 4]; }
+};
+static_assert(LANES == 8 && sizeof(lanes_t) == LANES * sizeof(double), "lanes_t holds LANES doubles");
+#define FCMLC_AI inline __attribute__((always_inline))
+FCMLC_AI lanes_t operator+(lanes_t a, lanes_t b) { return {a.lo + b.lo, a.hi + b.hi}; }
+FCMLC_AI lanes_t operator-(lanes_t a, lanes_t b) { return {a.lo - b.lo, a.hi - b.hi}; }
+FCMLC_AI lanes_t operator*(lanes_t a, lanes_t b) { return {a.lo * b.lo, a.hi * b.hi}; }
+FCMLC_AI lanes_t operator+(lanes_t a, double b) { return {a.lo + b, a.hi + b}; }
+FCMLC_AI lanes_t operator-(lanes_t a, double b) { return {a.lo - b, a.hi - b}; }
+FCMLC_AI lanes_t operator*(double a, lanes_t b) { return {a * b.lo, a * b.hi}; }
+FCMLC_AI lanes_t& operator+=(lanes_t& a, lanes_t b) { a.lo += b.lo, a.hi += b.hi; return a; }
+// The same eight toys in float32 (one ymm register in the AVX2 clone, an SSE pair in the
+// baseline clone): the centred norm path's per-point quadratic form (see general_lanes).
+typedef float flanes_t __attribute__((vector_size(LANES * sizeof(float)), aligned(sizeof(float))));
+FCMLC_AI flanes_t to_float(lanes_t a) {  // round to nearest, per lane
+  const f4_t lo = __builtin_convertvector(a.lo, f4_t), hi = __builtin_convertvector(a.hi, f4_t);
+  return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7);
+}
+FCMLC_AI lanes_t to_double(flanes_t a) {  // exact
+  const f4_t lo = __builtin_shufflevector(a, a, 0, 1, 2, 3), hi = __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  return {__builtin_convertvector(lo, d4_t), __builtin_convertvector(hi, d4_t)};
+}
 
 // out[j*LANES + l] = base[j] + sum_g W[j*kg + g] * Z[g*LANES + l], base == nullptr -> 0.
 // Each output accumulates in ascending g (rows are blocked by 4 only for instruction-level
@@ -185,7 +211,85 @@ struct NormLane {
   const double* B1;   // linear: n_dm2 x kn x LANES
   const double* Y;    // general: n x LANES
   double* bt;         // scratch kn x LANES
+  // centred form (linear only, see general_lanes): float32 L_p^-1, per lane chi2_null, per dm2
+  // row the coefficients RA, RB of s2 and s2^2 and the vectors c0, c1 (c(s2) = c0 - s2 c1)
+  bool centred;
+  const float* Lf;    // n_points x kn(kn+1)/2
+  const double* CN;   // LANES
+  const double* RA;   // n_dm2 x LANES
+  const double* RB;   // n_dm2 x LANES
+  const float* C0;    // n_dm2 x kn x LANES
+  const float* C1;    // n_dm2 x kn x LANES
+  float* ct;          // scratch CENTRED_BLOCK x kn x LANES
 };
+
+// Grid points per step of the centred quadratic form: independent accumulation chains (the
+// per-point operations, and so the result, do not depend on the blocking).
+constexpr int CENTRED_BLOCK = 4;
+
+// The centred float32 part of one dm2 row j of a linear norm experiment, for every s2 point u:
+// acc[u] += chi2_null + s (RA_j + s RB_j) - s^2 |L_p^-1 (c0_j - s c1_j)|^2, p = j nu + u.
+// The quadratic form is float32 (it is multiplied by s^2 and bounded by the full-mixing
+// Delta chi2, not ~q as in the uncentred form); each point's operations are those of the
+// single-point loop at the end, in the same order, whatever its position in a block.
+FCMLC_AI void centred_row(const NormLane& nl, int j, int nu, const double* s2, lanes_t* acc) {
+  const int kn = nl.kn;
+  const idx kk = static_cast<idx>(kn) * (kn + 1) / 2;
+  const flanes_t* c0 = reinterpret_cast<const flanes_t*>(nl.C0 + static_cast<idx>(j) * kn * LANES);
+  const flanes_t* c1 = reinterpret_cast<const flanes_t*>(nl.C1 + static_cast<idx>(j) * kn * LANES);
+  flanes_t* ct = reinterpret_cast<flanes_t*>(nl.ct);
+  lanes_t cn, ra, rb;
+  __builtin_memcpy(&cn, nl.CN, sizeof cn);
+  __builtin_memcpy(&ra, nl.RA + static_cast<idx>(j) * LANES, sizeof ra);
+  __builtin_memcpy(&rb, nl.RB + static_cast<idx>(j) * LANES, sizeof rb);
+  const float* Lrow = nl.Lf + static_cast<idx>(j) * nu * kk;
+  const flanes_t fzero = {};
+  int u = 0;
+  for (; u + CENTRED_BLOCK <= nu; u += CENTRED_BLOCK) {
+    static_assert(CENTRED_BLOCK == 4, "the block below is written out for 4 points");
+    for (int q = 0; q < 4; ++q) {
+      const float sf = static_cast<float>(s2[u + q]);
+      for (int g = 0; g < kn; ++g) ct[q * kn + g] = c0[g] - sf * c1[g];
+    }
+    const flanes_t *ct0 = ct, *ct1 = ct + kn, *ct2 = ct + 2 * kn, *ct3 = ct + 3 * kn;
+    const float* L0 = Lrow + static_cast<idx>(u) * kk;
+    const float *L1 = L0 + kk, *L2 = L1 + kk, *L3 = L2 + kk;
+    flanes_t q0 = fzero, q1 = fzero, q2 = fzero, q3 = fzero;
+    idx o = 0;
+    for (int a = 0; a < kn; ++a) {
+      flanes_t t0 = fzero, t1 = fzero, t2 = fzero, t3 = fzero;
+      for (int c = 0; c <= a; ++c, ++o) {
+        t0 += L0[o] * ct0[c];
+        t1 += L1[o] * ct1[c];
+        t2 += L2[o] * ct2[c];
+        t3 += L3[o] * ct3[c];
+      }
+      q0 += t0 * t0;
+      q1 += t1 * t1;
+      q2 += t2 * t2;
+      q3 += t3 * t3;
+    }
+    const flanes_t qs[4] = {q0, q1, q2, q3};
+    for (int q = 0; q < 4; ++q) {
+      const double s = s2[u + q];
+      acc[u + q] += (cn + s * (ra + s * rb)) - (s * s) * to_double(qs[q]);
+    }
+  }
+  for (; u < nu; ++u) {
+    const float sf = static_cast<float>(s2[u]);
+    for (int g = 0; g < kn; ++g) ct[g] = c0[g] - sf * c1[g];
+    const float* L0 = Lrow + static_cast<idx>(u) * kk;
+    flanes_t q0 = fzero;
+    idx o = 0;
+    for (int a = 0; a < kn; ++a) {
+      flanes_t t0 = fzero;
+      for (int c = 0; c <= a; ++c, ++o) t0 += L0[o] * ct[c];
+      q0 += t0 * t0;
+    }
+    const double s = s2[u];
+    acc[u] += (cn + s * (ra + s * rb)) - (s * s) * to_double(q0);
+  }
+}
 
 // Packed lower-triangular quadratic |L b|^2 (rows in order, each accumulated in ascending c).
 inline double tri_sq(const double* L, const double* b, int k) {
@@ -199,6 +303,55 @@ inline double tri_sq(const double* L, const double* b, int k) {
   return s;
 }
 
+// Per toy lanes, the centred form's float64 terms (see build_centred and centred_row):
+// beta0 = G0^-1 b0', chi2_null = q - b0'.beta0 and per dm2 row j
+// c0 = H_j beta0 - b1(j), c1 = G11_j beta0 (stored in float32), RA = 2 beta0.b1(j) - beta0.H_j beta0,
+// RB = beta0.G11_j beta0.
+FCMLC_CLONES void centred_rows(int kn, int nd, const double* __restrict G0inv, const double* __restrict Hrow,
+                               const double* __restrict G11row, const double* __restrict Q,
+                               const double* __restrict B0, const double* __restrict B1, double* __restrict Beta,
+                               double* __restrict CN, double* __restrict RA, double* __restrict RB,
+                               float* __restrict C0, float* __restrict C1) {
+  const idx kk2 = static_cast<idx>(kn) * kn;
+  const lanes_t zero = {};
+  const lanes_t* b0 = reinterpret_cast<const lanes_t*>(B0);
+  lanes_t* beta = reinterpret_cast<lanes_t*>(Beta);
+  lanes_t bb = zero;
+  for (int g = 0; g < kn; ++g) {
+    lanes_t t = zero;
+    for (int h = 0; h < kn; ++h) t += G0inv[static_cast<idx>(g) * kn + h] * b0[h];
+    beta[g] = t;
+    bb += b0[g] * t;
+  }
+  lanes_t q;
+  __builtin_memcpy(&q, Q, sizeof q);
+  const lanes_t cn = q - bb;
+  __builtin_memcpy(CN, &cn, sizeof cn);
+  for (int j = 0; j < nd; ++j) {
+    const double* H = Hrow + static_cast<idx>(j) * kk2;
+    const double* G11 = G11row + static_cast<idx>(j) * kk2;
+    const lanes_t* b1 = reinterpret_cast<const lanes_t*>(B1 + static_cast<idx>(j) * kn * LANES);
+    flanes_t* c0 = reinterpret_cast<flanes_t*>(C0 + static_cast<idx>(j) * kn * LANES);
+    flanes_t* c1 = reinterpret_cast<flanes_t*>(C1 + static_cast<idx>(j) * kn * LANES);
+    lanes_t a1 = zero, a2 = zero, a3 = zero;
+    for (int g = 0; g < kn; ++g) {
+      lanes_t hb = zero, gb = zero;
+      for (int h = 0; h < kn; ++h) {
+        hb += H[static_cast<idx>(g) * kn + h] * beta[h];
+        gb += G11[static_cast<idx>(g) * kn + h] * beta[h];
+      }
+      c0[g] = to_float(hb - b1[g]);
+      c1[g] = to_float(gb);
+      a1 += beta[g] * hb;
+      a2 += beta[g] * b1[g];
+      a3 += beta[g] * gb;
+    }
+    const lanes_t ra = 2.0 * a2 - a1;
+    __builtin_memcpy(RA + static_cast<idx>(j) * LANES, &ra, sizeof ra);
+    __builtin_memcpy(RB + static_cast<idx>(j) * LANES, &a3, sizeof a3);
+  }
+}
+
 // The full-grid scan of LANES toys when some experiment is not linear in s2: at every grid
 // point p = j * nu + u, v = lin_value(s2[u], G_j, N_j) + sum over the non-linear experiments e of
 // |r_e - m_e(p)|^2, then the running minimum (ties: lowest p) and the value at the true point pt.
@@ -207,7 +360,7 @@ inline double tri_sq(const double* L, const double* b, int k) {
 FCMLC_CLONES void general_lanes(int nd, int nu, const double* __restrict s2, const double* __restrict gsum,
                                 const double* __restrict nsum, int n_gen, const double* const* rls,
                                 const double* const* ms, const int* ks, int n_norm, const NormLane* nls,
-                                std::int64_t pt, double* best, std::int64_t* bp, double* vt) {
+                                double* crow_buf, std::int64_t pt, double* best, std::int64_t* bp, double* vt) {
   const lanes_t zero = {};
   for (int l = 0; l < LANES; ++l) {
     best[l] = std::numeric_limits<double>::infinity();
@@ -219,6 +372,16 @@ FCMLC_CLONES void general_lanes(int nd, int nu, const double* __restrict s2, con
     __builtin_memcpy(&G, gsum + static_cast<idx>(j) * LANES, sizeof G);
     const lanes_t twoG = 2.0 * G;
     const double N = nsum[j];
+    // the centred norm experiments' values on this row (their sum, in experiment order)
+    lanes_t* crow = reinterpret_cast<lanes_t*>(crow_buf);
+    bool any_centred = false;
+    for (int e = 0; e < n_norm; ++e) {
+      if (!nls[e].centred) continue;
+      if (!any_centred)
+        for (int u = 0; u < nu; ++u) crow[u] = zero;
+      any_centred = true;
+      centred_row(nls[e], j, nu, s2, crow);
+    }
     for (int u = 0; u < nu; ++u) {
       const std::int64_t p = static_cast<std::int64_t>(j) * nu + u;
       const double s = s2[u];
@@ -240,6 +403,7 @@ FCMLC_CLONES void general_lanes(int nd, int nu, const double* __restrict s2, con
       for (int e = 0; e < n_norm; ++e) {
         const NormLane& nl = nls[e];
         const int kn = nl.kn;
+        if (nl.centred && p != pt) continue;  // in crow (centred_row)
         lanes_t* bt = reinterpret_cast<lanes_t*>(nl.bt);
         if (nl.linear) {
           const double* b1 = nl.B1 + static_cast<idx>(j) * kn * LANES;
@@ -270,6 +434,7 @@ FCMLC_CLONES void general_lanes(int nd, int nu, const double* __restrict s2, con
         __builtin_memcpy(&q, nl.Q, sizeof q);
         v += q - sq;
       }
+      if (any_centred && p != pt) v += crow[u];
       for (int l = 0; l < LANES; ++l) {
         if (p == pt) vt[l] = v[l];
         take_min(v[l], p, best[l], bp[l]);
@@ -305,6 +470,8 @@ class Chi2Kernel {
     ninv_.assign(nd_, 0.0);
   }
 
+  bool centred() const { return centred_; }
+  void set_centred(bool c) { centred_ = c; }
   int n_ue4() const { return nu_; }
   int n_dm2() const { return nd_; }
   std::int64_t n_points() const { return static_cast<std::int64_t>(nu_) * nd_; }
@@ -377,6 +544,7 @@ class Chi2Kernel {
       require(table.shape(0) == nd_ && table.shape(1) == n, name + ": deficit D(dm2) must have shape (n_dm2, n_bins)");
       require_finite(table, (name + " deficit D(dm2)").c_str());
       e.Draw = copy_vec(table);
+      build_centred(e);
     } else {
       require(table.shape(0) == n_points() && table.shape(1) == n,
               name + ": expectation grid must have shape (n_points, n_bins)");
@@ -673,6 +841,10 @@ class Chi2Kernel {
     std::vector<double> z, Z, gl, gsum, x, y, r, pull, w;
     // norm experiments: toy lanes x, y (n x LANES), q, b0', b1, scratch b' (see norm_toy_lanes)
     std::vector<std::vector<double>> nx, ny, nq, nb0, nb1, nbt;
+    // centred form: beta0, chi2_null, row coefficients RA, RB, row vectors c0, c1, float scratch
+    std::vector<std::vector<double>> nbeta, ncn, nra, nrb;
+    std::vector<std::vector<float>> nc0, nc1, nct;
+    std::vector<double> crow;  // nu x LANES: centred values of one dm2 row
     std::vector<NormLane> nl;
     // the non-linear experiments for general_lanes: residual lanes, expectations m(p), widths k
     std::vector<const double*> grl, gm;
@@ -688,6 +860,14 @@ class Chi2Kernel {
         nb0.emplace_back(static_cast<idx>(kn) * LANES);
         nb1.emplace_back(e.norm && e.linear ? static_cast<idx>(K.nd_) * kn * LANES : 1);
         nbt.emplace_back(static_cast<idx>(kn) * LANES);
+        const bool cen = e.norm && e.centred && K.centred_;
+        nbeta.emplace_back(cen ? static_cast<idx>(kn) * LANES : 1);
+        ncn.emplace_back(LANES);
+        nra.emplace_back(cen ? static_cast<idx>(K.nd_) * LANES : 1);
+        nrb.emplace_back(cen ? static_cast<idx>(K.nd_) * LANES : 1);
+        nc0.emplace_back(cen ? static_cast<idx>(K.nd_) * kn * LANES : 1);
+        nc1.emplace_back(cen ? static_cast<idx>(K.nd_) * kn * LANES : 1);
+        nct.emplace_back(static_cast<idx>(CENTRED_BLOCK) * kn * LANES);
         c.emplace_back(std::max(1, e.k));
         h.emplace_back(e.linear ? K.nd_ : 1);
         rl.emplace_back(static_cast<idx>(std::max(1, e.k)) * LANES);
@@ -705,12 +885,14 @@ class Chi2Kernel {
       r.resize(k_max);
       pull.resize(2 * static_cast<idx>(p_max) + n_max);
       w.resize(kn_max);
+      crow.resize(static_cast<idx>(K.nu_) * LANES);
       for (std::size_t e = 0; e < K.ex_.size(); ++e) {
         const Chi2Experiment& E = K.ex_[e];
         if (!E.norm) continue;
         nl.push_back(NormLane{E.Lfac.data(), E.kn, E.n, E.linear, E.prior, E.gid.data(),
                               E.linear ? nullptr : E.mug.data(), nq[e].data(), nb0[e].data(), nb1[e].data(),
-                              ny[e].data(), nbt[e].data()});
+                              ny[e].data(), nbt[e].data(), E.centred && K.centred_, E.Lf.data(), ncn[e].data(),
+                              nra[e].data(), nrb[e].data(), nc0[e].data(), nc1[e].data(), nct[e].data()});
       }
       for (std::size_t e = 0; e < K.ex_.size(); ++e) {
         if (K.ex_[e].linear || K.ex_[e].norm) continue;
@@ -727,6 +909,7 @@ class Chi2Kernel {
   SortedIndex index_;
   int nu_ = 0, nd_ = 0, n_bins_ = 0, k_total_ = 0, max_n_ = 1, n_general_ = 0, n_norm_ = 0;
   bool distinct_ = true;
+  bool centred_ = true;  // use the centred float32 form where built (false: the float64 profile everywhere)
 
   Chi2Experiment base_experiment(const std::string& name, const carray<double>& A, const carray<double>& N0) const {
     require_ndim(A, 2, (name + " whitening-projection A").c_str());
@@ -796,6 +979,77 @@ class Chi2Kernel {
       out.push_back(std::move(a));
     }
     return out;
+  }
+
+  // The centred form of a linear norm experiment: with mu = N0 - s2 D_j,
+  // G'(p) = G0 - s2 H_j + s2^2 G11_j, G0 = E^T diag(N0) C^+ diag(N0) E + prior I,
+  // H_j = G01_j + G01_j^T, G01_j = E^T diag(N0) C^+ diag(D_j) E, G11_j = E^T diag(D_j) C^+ diag(D_j) E.
+  // Stores G0^-1 (Cholesky), H_j, G11_j and the float32 L_p^-1; leaves e.centred false (exact
+  // float64 path) when G0 is not numerically positive definite.
+  void build_centred(Chi2Experiment& e) const {
+    const int n = e.n, kn = e.kn;
+    const idx kk2 = static_cast<idx>(kn) * kn;
+    const double* Ci = e.Ci.data();
+    std::vector<double> P(static_cast<idx>(n) * kn), G0(kk2, 0.0);
+    auto group_sums = [&](const double* v) {  // P[i][h] = sum_{k in group h} Ci[i][k] v[k]
+      std::fill(P.begin(), P.end(), 0.0);
+      for (int i = 0; i < n; ++i)
+        for (int k = 0; k < n; ++k) P[static_cast<idx>(i) * kn + e.gid[k]] += Ci[static_cast<idx>(i) * n + k] * v[k];
+    };
+    group_sums(e.N0.data());
+    for (int i = 0; i < n; ++i)
+      for (int h = 0; h < kn; ++h) G0[static_cast<idx>(e.gid[i]) * kn + h] += e.N0[i] * P[static_cast<idx>(i) * kn + h];
+    for (int g = 0; g < kn; ++g) G0[static_cast<idx>(g) * kn + g] += e.prior;
+    // Cholesky G0 = L L^T, then G0^-1 = L^-T L^-1
+    std::vector<double> L(kk2, 0.0), Li(kk2, 0.0);
+    for (int a = 0; a < kn; ++a) {
+      for (int b = 0; b <= a; ++b) {
+        double t = G0[static_cast<idx>(a) * kn + b];
+        for (int c = 0; c < b; ++c) t -= L[static_cast<idx>(a) * kn + c] * L[static_cast<idx>(b) * kn + c];
+        if (a == b) {
+          if (!(t > 1e-12 * std::fabs(G0[static_cast<idx>(a) * kn + a])) || !std::isfinite(t)) return;
+          L[static_cast<idx>(a) * kn + a] = std::sqrt(t);
+        } else {
+          L[static_cast<idx>(a) * kn + b] = t / L[static_cast<idx>(b) * kn + b];
+        }
+      }
+    }
+    for (int c = 0; c < kn; ++c) {  // column c of L^-1
+      for (int a = c; a < kn; ++a) {
+        double t = a == c ? 1.0 : 0.0;
+        for (int b = c; b < a; ++b) t -= L[static_cast<idx>(a) * kn + b] * Li[static_cast<idx>(b) * kn + c];
+        Li[static_cast<idx>(a) * kn + c] = t / L[static_cast<idx>(a) * kn + a];
+      }
+    }
+    e.G0inv.assign(kk2, 0.0);
+    for (int g = 0; g < kn; ++g)
+      for (int h = 0; h < kn; ++h) {
+        double t = 0.0;
+        for (int a = std::max(g, h); a < kn; ++a) t += Li[static_cast<idx>(a) * kn + g] * Li[static_cast<idx>(a) * kn + h];
+        e.G0inv[static_cast<idx>(g) * kn + h] = t;
+      }
+    e.Hrow.assign(static_cast<idx>(nd_) * kk2, 0.0);
+    e.G11row.assign(static_cast<idx>(nd_) * kk2, 0.0);
+    for (int j = 0; j < nd_; ++j) {
+      const double* D = e.Draw.data() + static_cast<idx>(j) * n;
+      double* H = e.Hrow.data() + static_cast<idx>(j) * kk2;
+      double* G11 = e.G11row.data() + static_cast<idx>(j) * kk2;
+      group_sums(D);
+      for (int i = 0; i < n; ++i)
+        for (int h = 0; h < kn; ++h) {
+          const double ph = P[static_cast<idx>(i) * kn + h];
+          H[static_cast<idx>(e.gid[i]) * kn + h] += e.N0[i] * ph;  // G01 (rows: N0 side)
+          G11[static_cast<idx>(e.gid[i]) * kn + h] += D[i] * ph;
+        }
+      for (int g = 0; g < kn; ++g)  // H = G01 + G01^T
+        for (int h = 0; h <= g; ++h) {
+          const double t = H[static_cast<idx>(g) * kn + h] + H[static_cast<idx>(h) * kn + g];
+          H[static_cast<idx>(g) * kn + h] = t;
+          H[static_cast<idx>(h) * kn + g] = t;
+        }
+    }
+    e.Lf.assign(e.Lfac.begin(), e.Lfac.end());
+    e.centred = true;
   }
 
   // Per data vector of a norm experiment: y = C^+ x, q = x.y + kn prior, b0' = E^T (N0 * y) + prior,
@@ -990,7 +1244,14 @@ class Chi2Kernel {
           for (int l = 0; l < LANES; ++l) bg[l] += Dj[i] * yi[l];
         }
       }
+      if (E.centred && centred_) norm_centred_rows(s, E, e);
     }
+  }
+
+  void norm_centred_rows(ToyScratch& s, const Chi2Experiment& E, std::size_t e) const {
+    centred_rows(E.kn, nd_, E.G0inv.data(), E.Hrow.data(), E.G11row.data(), s.nq[e].data(), s.nb0[e].data(),
+                 s.nb1[e].data(), s.nbeta[e].data(), s.ncn[e].data(), s.nra[e].data(), s.nrb[e].data(),
+                 s.nc0[e].data(), s.nc1[e].data());
   }
 
   // Delta-chi2 = chi2(true point) - min over the grid for LANES toys at one true point.
@@ -1031,7 +1292,8 @@ class Chi2Kernel {
     const bool quadratic = n_general_ == 0 && n_norm_ == 0 && distinct_;
     if (!quadratic)
       general_lanes(nd_, nu_, s2_.data(), gsum, nsum_.data(), static_cast<int>(s.gk.size()), s.grl.data(),
-                    s.gm.data(), s.gk.data(), static_cast<int>(s.nl.size()), s.nl.data(), pt, gbest, gbp, gvt);
+                    s.gm.data(), s.gk.data(), static_cast<int>(s.nl.size()), s.nl.data(), s.crow.data(), pt, gbest,
+                    gbp, gvt);
     for (int l = 0; l < LANES; ++l) {
       double best = std::numeric_limits<double>::infinity();
       std::int64_t bp = -1;
@@ -1098,6 +1360,9 @@ void register_chi2(py::module_& m) {
            "Toys as simulate_pulls.")
       .def("whiten", &Chi2Kernel::whiten, py::arg("x"),
            "r = A_e (x_e - N0_e) of each experiment, concatenated: (n_data, sum k_e).")
+      .def_property("centred", &Chi2Kernel::centred, &Chi2Kernel::set_centred,
+                    "Use the centred float32 form of linear experiments with normalisation groups in the FC toys "
+                    "and scans (default True; False: the float64 profile q - |L_p^-1 b'(p)|^2 everywhere).")
       .def_property_readonly("n_ue4", &Chi2Kernel::n_ue4)
       .def_property_readonly("n_dm2", &Chi2Kernel::n_dm2)
       .def_property_readonly("n_points", &Chi2Kernel::n_points)

@@ -65,6 +65,13 @@ struct Chi2Experiment {
   double gen_sigma = 0.0;      // generator: normalisation spread (draws w only when > 0)
   int kw = 0;                  // whiten(): rows of Aw (the projection at the null expectation)
   std::vector<double> Aw;      // kw x n
+  // centred form (linear norm experiments, see chi2.cpp): G0 = G'(s2 = 0) and its inverse,
+  // per dm2 row H_j = G01_j + G01_j^T and G11_j (G'(p) = G0 - s2 H_j + s2^2 G11_j), L_p^-1 in float32
+  bool centred = false;
+  std::vector<double> G0inv;   // kn x kn
+  std::vector<double> Hrow;    // n_dm2 x kn x kn
+  std::vector<double> G11row;  // n_dm2 x kn x kn
+  std::vector<float> Lf;       // n_points x kn(kn+1)/2: float32 copy of Lfac
 };
 
 }  // namespace fcmlc
