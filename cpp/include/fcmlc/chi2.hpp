@@ -23,6 +23,8 @@
 // with the inverse Cholesky factor L_p^-1 of G'(p) precomputed per grid point (packed lower
 // triangular, row by row), so chi2_e = q - |L_p^-1 b'(p)|^2. Linear: b'(p) = b0' - s2 b1(dm2_j)
 // with b0' = E^T (N0 * y) + 1/sigma^2 and b1(j) = E^T (D_j * y); general: mu_p per grid point.
+// The FC toys of linear ones use the centred form (fcmlc.frequentist docstring, chi2.cpp
+// centred_rows / centred_row): float64 row terms, float32 quadratic form per grid point.
 #pragma once
 
 #include <cstdint>
