@@ -352,6 +352,33 @@ FCMLC_CLONES void centred_rows(int kn, int nd, const double* __restrict G0inv, c
   }
 }
 
+// chi2 scan of a linear norm experiment at four consecutive s2 points of a row at once (one
+// float64 lane per point): out[q] = qv - |L_q^-1 (b0 - s_q b1)|^2 from the point-interleaved
+// factors Lt (kn(kn+1)/2 x 4). Every lane performs norm_point's scalar operations in the same
+// order, so the values are bit-identical to it.
+FCMLC_CLONES void norm_points4(const double* __restrict Lt, const double* __restrict b0, const double* __restrict b1,
+                               const double* __restrict s4, int kn, double qv, double* __restrict bt,
+                               double* __restrict out) {
+  d4_t sv;
+  __builtin_memcpy(&sv, s4, sizeof sv);
+  d4_t* btv = reinterpret_cast<d4_t*>(bt);
+  for (int g = 0; g < kn; ++g) btv[g] = b0[g] - sv * b1[g];
+  const d4_t zero = {};
+  d4_t sq = zero;
+  idx o = 0;
+  for (int a = 0; a < kn; ++a) {
+    d4_t t = zero;
+    for (int c = 0; c <= a; ++c, ++o) {
+      d4_t l;
+      __builtin_memcpy(&l, Lt + 4 * o, sizeof l);
+      t += l * btv[c];
+    }
+    sq += t * t;
+  }
+  const d4_t r = qv - sq;
+  __builtin_memcpy(out, &r, sizeof r);
+}
+
 // The full-grid scan of LANES toys when some experiment is not linear in s2: at every grid
 // point p = j * nu + u, v = lin_value(s2[u], G_j, N_j) + sum over the non-linear experiments e of
 // |r_e - m_e(p)|^2, then the running minimum (ties: lowest p) and the value at the true point pt.
@@ -545,6 +572,7 @@ class Chi2Kernel {
       require_finite(table, (name + " deficit D(dm2)").c_str());
       e.Draw = copy_vec(table);
       build_centred(e);
+      build_interleaved(e);
     } else {
       require(table.shape(0) == n_points() && table.shape(1) == n,
               name + ": expectation grid must have shape (n_points, n_bins)");
@@ -1052,6 +1080,21 @@ class Chi2Kernel {
     e.centred = true;
   }
 
+  // Point-interleaved copy of L_p^-1 for the scan (norm_points4): per row j and block b of four
+  // s2 points, Lt[((j * nb + b) * kk + o) * 4 + q] = Lfac[(j * nu + 4 b + q) * kk + o].
+  void build_interleaved(Chi2Experiment& e) const {
+    const idx kk = static_cast<idx>(e.kn) * (e.kn + 1) / 2;
+    const int nb = nu_ / 4;
+    e.Lt.assign(static_cast<idx>(nd_) * nb * kk * 4, 0.0);
+    for (int j = 0; j < nd_; ++j)
+      for (int b = 0; b < nb; ++b)
+        for (int q = 0; q < 4; ++q) {
+          const double* src = e.Lfac.data() + (static_cast<idx>(j) * nu_ + 4 * b + q) * kk;
+          double* dst = e.Lt.data() + (static_cast<idx>(j) * nb + b) * kk * 4 + q;
+          for (idx o = 0; o < kk; ++o) dst[4 * o] = src[o];
+        }
+  }
+
   // Per data vector of a norm experiment: y = C^+ x, q = x.y + kn prior, b0' = E^T (N0 * y) + prior,
   // b1(j) = E^T (D_j * y) (linear). Every sum runs in ascending bin order.
   void norm_prepare(const Chi2Experiment& E, const double* x, double* y, double& q, double* b0, double* b1) const {
@@ -1097,7 +1140,7 @@ class Chi2Kernel {
         y.emplace_back(e.norm ? e.n : 1);
         b0.emplace_back(kn);
         b1.emplace_back(e.norm && e.linear ? static_cast<idx>(K.nd_) * kn : 1);
-        bt.emplace_back(kn);
+        bt.emplace_back(4 * static_cast<idx>(kn));
       }
       q.assign(K.ex_.size(), 0.0);
     }
@@ -1139,8 +1182,32 @@ class Chi2Kernel {
       }
     }
     if (n_norm_ > 0) {
-      for (int j = 0; j < nd_; ++j)
-        for (int u = 0; u < nu_; ++u) {
+      const int nb = nu_ / 4;
+      for (int j = 0; j < nd_; ++j) {
+        // blocks of four s2 points: linear norm experiments four lanes at once (norm_points4,
+        // bit-identical to norm_point), the others point by point; same order of additions
+        for (int b = 0; b < nb; ++b) {
+          const std::int64_t p0 = static_cast<std::int64_t>(j) * nu_ + 4 * b;
+          double v4[4], val[4];
+          for (int q = 0; q < 4; ++q) v4[q] = out[p0 + q];
+          for (std::size_t ei = 0; ei < ex_.size(); ++ei) {
+            const auto& e = ex_[ei];
+            if (!e.norm) continue;
+            if (e.linear) {
+              const idx kk = static_cast<idx>(e.kn) * (e.kn + 1) / 2;
+              norm_points4(e.Lt.data() + (static_cast<idx>(j) * nb + b) * kk * 4, ns.b0[ei].data(),
+                           ns.b1[ei].data() + static_cast<idx>(j) * e.kn, s2_.data() + 4 * b, e.kn, ns.q[ei],
+                           ns.bt[ei].data(), val);
+              for (int q = 0; q < 4; ++q) v4[q] += val[q];
+            } else {
+              for (int q = 0; q < 4; ++q)
+                v4[q] += norm_point(e, p0 + q, j, s2_[4 * b + q], ns.q[ei], ns.b0[ei].data(), ns.b1[ei].data(),
+                                    ns.y[ei].data(), ns.bt[ei].data());
+            }
+          }
+          for (int q = 0; q < 4; ++q) out[p0 + q] = v4[q];
+        }
+        for (int u = 4 * nb; u < nu_; ++u) {
           const std::int64_t p = static_cast<std::int64_t>(j) * nu_ + u;
           double v = out[p];
           for (std::size_t ei = 0; ei < ex_.size(); ++ei) {
@@ -1151,6 +1218,7 @@ class Chi2Kernel {
           }
           out[p] = v;
         }
+      }
     }
     double best = std::numeric_limits<double>::infinity();
     std::int64_t bp = -1;

@@ -74,6 +74,7 @@ struct Chi2Experiment {
   std::vector<double> Hrow;    // n_dm2 x kn x kn
   std::vector<double> G11row;  // n_dm2 x kn x kn
   std::vector<float> Lf;       // n_points x kn(kn+1)/2: float32 copy of Lfac
+  std::vector<double> Lt;      // linear: Lfac interleaved by blocks of four s2 points (the scan)
 };
 
 }  // namespace fcmlc
