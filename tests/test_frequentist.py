@@ -756,3 +756,30 @@ def test_fc_toys_with_normalisation_prior_are_simulate_realizations():
         scan = fq.chi2_scan(model, X)
         np.testing.assert_allclose(delta[i], scan.chi2.reshape(6, -1)[:, p] - scan.min, rtol=0, atol=1e-7)
         np.testing.assert_array_equal(best[i], scan.best_index)
+
+
+# --- pruning of the FC grid scan ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("names, grid", [("STEREO", None), ("PROSPECT", Grid(shape=(41, 41))),
+                                         ("STEREO,PROSPECT,DANSS,NEOS,GALLIUM,BEST", Grid(shape=(31, 31)))])
+def test_fc_pruning_is_bit_identical(names, grid):
+    # grid points whose lower bound exceeds the running minimum are skipped (kernel.prune): the
+    # minimum, its index (tie rule) and so Delta-chi2 are those of the full scan, bit for bit
+    model = fq.Chi2Model(names, grid).prepare_toys()
+    k = model.kernel
+    n = model.grid.n_points
+    pids = np.array([0, n // 7, n // 3, n // 2, (4 * n) // 5, n - 1])
+    k.prune = False
+    try:
+        d0, b0 = fq.fc_toys(model, pids, 16, seed=5, return_best=True, threads=2)
+    finally:
+        k.prune = True
+    k.reset_prune_stats()
+    d1, b1 = fq.fc_toys(model, pids, 16, seed=5, return_best=True, threads=2)
+    np.testing.assert_array_equal(d1, d0)
+    np.testing.assert_array_equal(b1, b0)
+    evaluated, scanned = k.prune_stats
+    assert scanned == len(pids) * 2 * n  # 16 toys: two groups of eight lanes per point
+    assert 0 < evaluated < scanned  # the pruned path is in use and skips points
+    np.testing.assert_array_equal(fq.fc_toys(model, pids, 16, seed=5, threads=1), d0)

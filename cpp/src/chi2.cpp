@@ -4,6 +4,7 @@
 #include "fcmlc/chi2.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <cstdint>
@@ -221,6 +222,9 @@ struct NormLane {
   const float* C0;    // n_dm2 x kn x LANES
   const float* C1;    // n_dm2 x kn x LANES
   float* ct;          // scratch CENTRED_BLOCK x kn x LANES
+  // pruning (general_lanes_pruned): per grid point K_p >= the factor bounding the computed float32
+  // |L_p^-1 c|^2 by K_p |c|^2 (rounding included, see set_prune_factors); nullptr: not set
+  const double* Kb;
 };
 
 // Grid points per step of the centred quadratic form: independent accumulation chains (the
@@ -232,7 +236,9 @@ constexpr int CENTRED_BLOCK = 4;
 // The quadratic form is float32 (it is multiplied by s^2 and bounded by the full-mixing
 // Delta chi2, not ~q as in the uncentred form); each point's operations are those of the
 // single-point loop at the end, in the same order, whatever its position in a block.
-FCMLC_AI void centred_row(const NormLane& nl, int j, int nu, const double* s2, lanes_t* acc) {
+// centred_points does this for the points u0 .. u0 + n - 1 only (acc indexed by u): the
+// operations of a point do not depend on the range it is computed in.
+FCMLC_AI void centred_points(const NormLane& nl, int j, int nu, int u0, int n, const double* s2, lanes_t* acc) {
   const int kn = nl.kn;
   const idx kk = static_cast<idx>(kn) * (kn + 1) / 2;
   const flanes_t* c0 = reinterpret_cast<const flanes_t*>(nl.C0 + static_cast<idx>(j) * kn * LANES);
@@ -244,8 +250,9 @@ FCMLC_AI void centred_row(const NormLane& nl, int j, int nu, const double* s2, l
   __builtin_memcpy(&rb, nl.RB + static_cast<idx>(j) * LANES, sizeof rb);
   const float* Lrow = nl.Lf + static_cast<idx>(j) * nu * kk;
   const flanes_t fzero = {};
-  int u = 0;
-  for (; u + CENTRED_BLOCK <= nu; u += CENTRED_BLOCK) {
+  const int uend = u0 + n;
+  int u = u0;
+  for (; u + CENTRED_BLOCK <= uend; u += CENTRED_BLOCK) {
     static_assert(CENTRED_BLOCK == 4, "the block below is written out for 4 points");
     for (int q = 0; q < 4; ++q) {
       const float sf = static_cast<float>(s2[u + q]);
@@ -275,7 +282,7 @@ FCMLC_AI void centred_row(const NormLane& nl, int j, int nu, const double* s2, l
       acc[u + q] += (cn + s * (ra + s * rb)) - (s * s) * to_double(qs[q]);
     }
   }
-  for (; u < nu; ++u) {
+  for (; u < uend; ++u) {
     const float sf = static_cast<float>(s2[u]);
     for (int g = 0; g < kn; ++g) ct[g] = c0[g] - sf * c1[g];
     const float* L0 = Lrow + static_cast<idx>(u) * kk;
@@ -289,6 +296,10 @@ FCMLC_AI void centred_row(const NormLane& nl, int j, int nu, const double* s2, l
     const double s = s2[u];
     acc[u] += (cn + s * (ra + s * rb)) - (s * s) * to_double(q0);
   }
+}
+
+FCMLC_AI void centred_row(const NormLane& nl, int j, int nu, const double* s2, lanes_t* acc) {
+  centred_points(nl, j, nu, 0, nu, s2, acc);
 }
 
 // Packed lower-triangular quadratic |L b|^2 (rows in order, each accumulated in ascending c).
@@ -379,6 +390,64 @@ FCMLC_CLONES void norm_points4(const double* __restrict Lt, const double* __rest
   __builtin_memcpy(out, &r, sizeof r);
 }
 
+// The value at grid point p = j nu + u of every part except the centred norm experiments
+// (general_lanes adds those from crow; at the true point pt they are in here, float64 profile).
+FCMLC_AI lanes_t rest_value(int j, std::int64_t p, double s, lanes_t twoG, double N, int n_gen,
+                            const double* const* rls, const double* const* ms, const int* ks, int n_norm,
+                            const NormLane* nls, std::int64_t pt) {
+  const lanes_t zero = {};
+  lanes_t v = s * (twoG + (zero + s * N));  // lin_value(s, G, N) per lane
+  for (int e = 0; e < n_gen; ++e) {
+    const int k = ks[e];
+    const double* rl = rls[e];
+    const double* m = ms[e] + static_cast<idx>(p) * k;
+    lanes_t sd = zero;
+    for (int a = 0; a < k; ++a) {
+      lanes_t t;
+      __builtin_memcpy(&t, rl + static_cast<idx>(a) * LANES, sizeof t);
+      t = t - m[a];
+      sd += t * t;
+    }
+    v += sd;
+  }
+  // norm experiments: v += q - |L_p^-1 b'(p)|^2, the scalar norm_point's operations per lane
+  for (int e = 0; e < n_norm; ++e) {
+    const NormLane& nl = nls[e];
+    const int kn = nl.kn;
+    if (nl.centred && p != pt) continue;  // in crow (centred_row)
+    lanes_t* bt = reinterpret_cast<lanes_t*>(nl.bt);
+    if (nl.linear) {
+      const double* b1 = nl.B1 + static_cast<idx>(j) * kn * LANES;
+      for (int g = 0; g < kn; ++g) {
+        lanes_t b0v, b1v;
+        __builtin_memcpy(&b0v, nl.B0 + static_cast<idx>(g) * LANES, sizeof b0v);
+        __builtin_memcpy(&b1v, b1 + static_cast<idx>(g) * LANES, sizeof b1v);
+        bt[g] = b0v - s * b1v;
+      }
+    } else {
+      for (int g = 0; g < kn; ++g) bt[g] = zero + nl.prior;
+      const double* m = nl.mug + static_cast<idx>(p) * nl.n;
+      for (int i = 0; i < nl.n; ++i) {
+        lanes_t yv;
+        __builtin_memcpy(&yv, nl.Y + static_cast<idx>(i) * LANES, sizeof yv);
+        bt[nl.gid[i]] += m[i] * yv;
+      }
+    }
+    const double* L = nl.L + static_cast<idx>(p) * (static_cast<idx>(kn) * (kn + 1) / 2);
+    lanes_t sq = zero;
+    idx o = 0;
+    for (int a = 0; a < kn; ++a) {
+      lanes_t t = zero;
+      for (int c = 0; c <= a; ++c) t += L[o++] * bt[c];
+      sq += t * t;
+    }
+    lanes_t q;
+    __builtin_memcpy(&q, nl.Q, sizeof q);
+    v += q - sq;
+  }
+  return v;
+}
+
 // The full-grid scan of LANES toys when some experiment is not linear in s2: at every grid
 // point p = j * nu + u, v = lin_value(s2[u], G_j, N_j) + sum over the non-linear experiments e of
 // |r_e - m_e(p)|^2, then the running minimum (ties: lowest p) and the value at the true point pt.
@@ -411,56 +480,7 @@ FCMLC_CLONES void general_lanes(int nd, int nu, const double* __restrict s2, con
     }
     for (int u = 0; u < nu; ++u) {
       const std::int64_t p = static_cast<std::int64_t>(j) * nu + u;
-      const double s = s2[u];
-      lanes_t v = s * (twoG + (zero + s * N));  // lin_value(s, G, N) per lane
-      for (int e = 0; e < n_gen; ++e) {
-        const int k = ks[e];
-        const double* rl = rls[e];
-        const double* m = ms[e] + static_cast<idx>(p) * k;
-        lanes_t sd = zero;
-        for (int a = 0; a < k; ++a) {
-          lanes_t t;
-          __builtin_memcpy(&t, rl + static_cast<idx>(a) * LANES, sizeof t);
-          t = t - m[a];
-          sd += t * t;
-        }
-        v += sd;
-      }
-      // norm experiments: v += q - |L_p^-1 b'(p)|^2, the scalar norm_point's operations per lane
-      for (int e = 0; e < n_norm; ++e) {
-        const NormLane& nl = nls[e];
-        const int kn = nl.kn;
-        if (nl.centred && p != pt) continue;  // in crow (centred_row)
-        lanes_t* bt = reinterpret_cast<lanes_t*>(nl.bt);
-        if (nl.linear) {
-          const double* b1 = nl.B1 + static_cast<idx>(j) * kn * LANES;
-          for (int g = 0; g < kn; ++g) {
-            lanes_t b0v, b1v;
-            __builtin_memcpy(&b0v, nl.B0 + static_cast<idx>(g) * LANES, sizeof b0v);
-            __builtin_memcpy(&b1v, b1 + static_cast<idx>(g) * LANES, sizeof b1v);
-            bt[g] = b0v - s * b1v;
-          }
-        } else {
-          for (int g = 0; g < kn; ++g) bt[g] = zero + nl.prior;
-          const double* m = nl.mug + static_cast<idx>(p) * nl.n;
-          for (int i = 0; i < nl.n; ++i) {
-            lanes_t yv;
-            __builtin_memcpy(&yv, nl.Y + static_cast<idx>(i) * LANES, sizeof yv);
-            bt[nl.gid[i]] += m[i] * yv;
-          }
-        }
-        const double* L = nl.L + static_cast<idx>(p) * (static_cast<idx>(kn) * (kn + 1) / 2);
-        lanes_t sq = zero;
-        idx o = 0;
-        for (int a = 0; a < kn; ++a) {
-          lanes_t t = zero;
-          for (int c = 0; c <= a; ++c) t += L[o++] * bt[c];
-          sq += t * t;
-        }
-        lanes_t q;
-        __builtin_memcpy(&q, nl.Q, sizeof q);
-        v += q - sq;
-      }
+      lanes_t v = rest_value(j, p, s2[u], twoG, N, n_gen, rls, ms, ks, n_norm, nls, pt);
       if (any_centred && p != pt) v += crow[u];
       for (int l = 0; l < LANES; ++l) {
         if (p == pt) vt[l] = v[l];
@@ -468,6 +488,145 @@ FCMLC_CLONES void general_lanes(int nd, int nu, const double* __restrict s2, con
       }
     }
   }
+}
+
+// Centred norm experiments that general_lanes_pruned handles at most (per-row norms on the stack).
+constexpr int PRUNE_MAX_CENTRED = 8;
+
+// general_lanes with grid points skipped that provably cannot be the minimum; the result
+// (best value, its index with the tie rule, the value at pt) is bit-identical to general_lanes.
+// Pass A: per point p, base(p) = rest_value (exact) and a lower bound on the computed value
+// base + sum_e centred_e(p) of each lane: with c = c0 - s c1 (float32 c0, c1 of the toy),
+//   computed |L_p^-1 c|^2 (float32) <= K_p ((1 + 1e-6) |c|^2 + 7e-8 (|c0|^2 + s^2 |c1|^2)),
+// where |c|^2 = n0 - 2 s n01 + s^2 n1 from three float64 row sums (O(1) per point): the second
+// term covers the float32 rounding of c0 - s c1 and the float64 rounding of n0, n01, n1; K_p
+// (set_prune_factors) covers |L_p^-1|_2^2 of the float32 factor and the float32 rounding of the
+// quadratic form. lbm(p) = bound - (1e-10 (sum of the magnitudes of the float64 terms) + 1e-9)
+// covers the float64 rounding of both the bound and the computed value. Pass B: the exact value
+// at pt, then at the point of smallest lbm of each lane, then every block of up to
+// CENTRED_BLOCK points of a row with lbm(p) <= best in some lane (lbm(p) > best[l] for every
+// lane of every point of the block: skipped; their computed values exceed best >= the final
+// minimum). A computed point has exactly general_lanes' operations (base + crow), and take_min
+// does not depend on the order of the points, so the result is that of the full scan.
+FCMLC_CLONES void general_lanes_pruned(int nd, int nu, const double* __restrict s2, const double* __restrict gsum,
+                                       const double* __restrict nsum, int n_gen, const double* const* rls,
+                                       const double* const* ms, const int* ks, int n_norm, const NormLane* nls,
+                                       double* crow_buf, std::int64_t pt, double* best, std::int64_t* bp,
+                                       double* vt, double* base_buf, double* lbm_buf, std::int64_t* n_eval) {
+  const lanes_t zero = {};
+  lanes_t* base = reinterpret_cast<lanes_t*>(base_buf);
+  lanes_t* lbm = reinterpret_cast<lanes_t*>(lbm_buf);
+  lanes_t* crow = reinterpret_cast<lanes_t*>(crow_buf);
+  int cen[PRUNE_MAX_CENTRED];
+  int nc = 0;
+  for (int e = 0; e < n_norm; ++e)
+    if (nls[e].centred) cen[nc++] = e;
+  auto lane_abs = [](lanes_t a) {
+    lanes_t r;
+    for (int l = 0; l < 4; ++l) {
+      r.lo[l] = std::fabs(a.lo[l]);
+      r.hi[l] = std::fabs(a.hi[l]);
+    }
+    return r;
+  };
+  // pass A
+  for (int j = 0; j < nd; ++j) {
+    lanes_t G;
+    __builtin_memcpy(&G, gsum + static_cast<idx>(j) * LANES, sizeof G);
+    const lanes_t twoG = 2.0 * G;
+    const double N = nsum[j];
+    lanes_t n0[PRUNE_MAX_CENTRED], n01[PRUNE_MAX_CENTRED], n1[PRUNE_MAX_CENTRED];
+    lanes_t cn[PRUNE_MAX_CENTRED], ra[PRUNE_MAX_CENTRED], rb[PRUNE_MAX_CENTRED];
+    lanes_t acn[PRUNE_MAX_CENTRED], ara[PRUNE_MAX_CENTRED], arb[PRUNE_MAX_CENTRED];
+    for (int i = 0; i < nc; ++i) {
+      const NormLane& nl = nls[cen[i]];
+      const int kn = nl.kn;
+      const flanes_t* c0 = reinterpret_cast<const flanes_t*>(nl.C0 + static_cast<idx>(j) * kn * LANES);
+      const flanes_t* c1 = reinterpret_cast<const flanes_t*>(nl.C1 + static_cast<idx>(j) * kn * LANES);
+      lanes_t a = zero, b = zero, c = zero;
+      for (int g = 0; g < kn; ++g) {
+        const lanes_t x0 = to_double(c0[g]), x1 = to_double(c1[g]);
+        a += x0 * x0;
+        b += x0 * x1;
+        c += x1 * x1;
+      }
+      n0[i] = a, n01[i] = b, n1[i] = c;
+      __builtin_memcpy(&cn[i], nl.CN, sizeof(lanes_t));
+      __builtin_memcpy(&ra[i], nl.RA + static_cast<idx>(j) * LANES, sizeof(lanes_t));
+      __builtin_memcpy(&rb[i], nl.RB + static_cast<idx>(j) * LANES, sizeof(lanes_t));
+      acn[i] = lane_abs(cn[i]), ara[i] = lane_abs(ra[i]), arb[i] = lane_abs(rb[i]);
+    }
+    for (int u = 0; u < nu; ++u) {
+      const std::int64_t p = static_cast<std::int64_t>(j) * nu + u;
+      const double s = s2[u];
+      const lanes_t v = rest_value(j, p, s, twoG, N, n_gen, rls, ms, ks, n_norm, nls, pt);
+      base[p] = v;
+      lanes_t lb = v, mag = lane_abs(v);
+      const double ss = s * s;
+      for (int i = 0; i < nc; ++i) {
+        const double K = nls[cen[i]].Kb[p];
+        const lanes_t c2 = n0[i] - (2.0 * s) * n01[i] + ss * n1[i];
+        const lanes_t cb = (1.0 + 1e-6) * c2 + 7e-8 * (n0[i] + ss * n1[i]);
+        const lanes_t bnd = (ss * K) * cb;
+        lb += (cn[i] + s * (ra[i] + s * rb[i])) - bnd;
+        mag += acn[i] + s * ara[i] + ss * arb[i] + lane_abs(bnd);
+      }
+      lbm[p] = lb - ((1e-10 * mag) + 1e-9);
+    }
+  }
+  // pass B: the true point, then each lane's most promising point
+  std::int64_t evaluated = 1;
+  for (int l = 0; l < LANES; ++l) {
+    vt[l] = base[pt][l];
+    best[l] = vt[l];
+    bp[l] = pt;
+  }
+  const std::int64_t np = static_cast<std::int64_t>(nd) * nu;
+  std::int64_t cand[LANES];
+  for (int l = 0; l < LANES; ++l) {
+    double m = std::numeric_limits<double>::infinity();
+    std::int64_t c = -1;
+    for (std::int64_t p = 0; p < np; ++p)
+      if (p != pt && lbm[p][l] < m) m = lbm[p][l], c = p;
+    cand[l] = c;
+  }
+  for (int l = 0; l < LANES; ++l) {
+    const std::int64_t p = cand[l];
+    bool seen = p < 0;
+    for (int m = 0; m < l && !seen; ++m) seen = cand[m] == p;
+    if (seen) continue;
+    const int j = static_cast<int>(p / nu), u = static_cast<int>(p % nu);
+    crow[u] = zero;
+    for (int i = 0; i < nc; ++i) centred_points(nls[cen[i]], j, nu, u, 1, s2, crow);
+    const lanes_t v = base[p] + crow[u];
+    for (int m = 0; m < LANES; ++m) take_min(v[m], p, best[m], bp[m]);
+    ++evaluated;
+  }
+  // pass B: every block with a point that may be the minimum of some lane
+  for (int j = 0; j < nd; ++j) {
+    for (int u0 = 0; u0 < nu; u0 += CENTRED_BLOCK) {
+      const int n = std::min(CENTRED_BLOCK, nu - u0);
+      const std::int64_t p0 = static_cast<std::int64_t>(j) * nu + u0;
+      bool need = false;
+      for (int q = 0; q < n && !need; ++q) {
+        if (p0 + q == pt) continue;
+        const lanes_t& b = lbm[p0 + q];
+        for (int l = 0; l < LANES; ++l)
+          if (!(b[l] > best[l])) need = true;
+      }
+      if (!need) continue;
+      for (int q = 0; q < n; ++q) crow[u0 + q] = zero;
+      for (int i = 0; i < nc; ++i) centred_points(nls[cen[i]], j, nu, u0, n, s2, crow);
+      evaluated += n;
+      for (int q = 0; q < n; ++q) {
+        const std::int64_t p = p0 + q;
+        if (p == pt) continue;
+        const lanes_t v = base[p] + crow[u0 + q];
+        for (int l = 0; l < LANES; ++l) take_min(v[l], p, best[l], bp[l]);
+      }
+    }
+  }
+  *n_eval += evaluated;
 }
 
 std::vector<double> copy_vec(const carray<double>& a) { return std::vector<double>(a.data(), a.data() + a.size()); }
@@ -499,6 +658,24 @@ class Chi2Kernel {
 
   bool centred() const { return centred_; }
   void set_centred(bool c) { centred_ = c; }
+  bool prune() const { return prune_; }
+  void set_prune(bool c) { prune_ = c; }
+  // Pruning statistics of the FC toys since the last reset: (grid points computed, grid points
+  // scanned), both per LANES toys.
+  std::pair<std::int64_t, std::int64_t> prune_stats() const { return {n_eval_.load(), n_scan_.load()}; }
+  void reset_prune_stats() { n_eval_ = 0, n_scan_ = 0; }
+  // K_p (n_points) of a centred experiment (see general_lanes_pruned): for every p and every
+  // float32 vector c, the computed float32 |L_p^-1 c|^2 <= K_p |c|^2. Without it (or with the
+  // centred form off) that experiment's toys are not pruned.
+  void set_prune_factors(int i, const carray<double>& K) {
+    Chi2Experiment& e = at(i);
+    require(e.norm && e.linear, e.name + ": prune factors need a linear experiment with normalisation groups");
+    require_ndim(K, 1, (e.name + " prune factors").c_str());
+    require(K.shape(0) == n_points(), e.name + ": prune factors must have n_points entries");
+    for (py::ssize_t p = 0; p < K.shape(0); ++p)
+      require(std::isfinite(K.data()[p]) && K.data()[p] >= 0.0, e.name + ": prune factors must be finite and >= 0");
+    e.Kb = copy_vec(K);
+  }
   int n_ue4() const { return nu_; }
   int n_dm2() const { return nd_; }
   std::int64_t n_points() const { return static_cast<std::int64_t>(nu_) * nd_; }
@@ -873,6 +1050,8 @@ class Chi2Kernel {
     std::vector<std::vector<double>> nbeta, ncn, nra, nrb;
     std::vector<std::vector<float>> nc0, nc1, nct;
     std::vector<double> crow;  // nu x LANES: centred values of one dm2 row
+    std::vector<double> pbase, plbm;  // pruning: n_points x LANES, base values and lower bounds
+    bool prune = false;
     std::vector<NormLane> nl;
     // the non-linear experiments for general_lanes: residual lanes, expectations m(p), widths k
     std::vector<const double*> grl, gm;
@@ -914,13 +1093,23 @@ class Chi2Kernel {
       pull.resize(2 * static_cast<idx>(p_max) + n_max);
       w.resize(kn_max);
       crow.resize(static_cast<idx>(K.nu_) * LANES);
+      int n_cen = 0;
+      bool factors = true;
+      for (const auto& E : K.ex_)
+        if (E.norm && E.centred && K.centred_) ++n_cen, factors = factors && !E.Kb.empty();
+      prune = K.prune_ && n_cen > 0 && n_cen <= PRUNE_MAX_CENTRED && factors;
+      if (prune) {
+        pbase.resize(static_cast<idx>(K.n_points()) * LANES);
+        plbm.resize(static_cast<idx>(K.n_points()) * LANES);
+      }
       for (std::size_t e = 0; e < K.ex_.size(); ++e) {
         const Chi2Experiment& E = K.ex_[e];
         if (!E.norm) continue;
         nl.push_back(NormLane{E.Lfac.data(), E.kn, E.n, E.linear, E.prior, E.gid.data(),
                               E.linear ? nullptr : E.mug.data(), nq[e].data(), nb0[e].data(), nb1[e].data(),
                               ny[e].data(), nbt[e].data(), E.centred && K.centred_, E.Lf.data(), ncn[e].data(),
-                              nra[e].data(), nrb[e].data(), nc0[e].data(), nc1[e].data(), nct[e].data()});
+                              nra[e].data(), nrb[e].data(), nc0[e].data(), nc1[e].data(), nct[e].data(),
+                              E.Kb.empty() ? nullptr : E.Kb.data()});
       }
       for (std::size_t e = 0; e < K.ex_.size(); ++e) {
         if (K.ex_[e].linear || K.ex_[e].norm) continue;
@@ -938,6 +1127,8 @@ class Chi2Kernel {
   int nu_ = 0, nd_ = 0, n_bins_ = 0, k_total_ = 0, max_n_ = 1, n_general_ = 0, n_norm_ = 0;
   bool distinct_ = true;
   bool centred_ = true;  // use the centred float32 form where built (false: the float64 profile everywhere)
+  bool prune_ = true;    // FC toys: skip grid points whose lower bound exceeds the running minimum
+  mutable std::atomic<std::int64_t> n_eval_{0}, n_scan_{0};  // pruning: points computed / scanned
 
   Chi2Experiment base_experiment(const std::string& name, const carray<double>& A, const carray<double>& N0) const {
     require_ndim(A, 2, (name + " whitening-projection A").c_str());
@@ -1358,10 +1549,18 @@ class Chi2Kernel {
     double gbest[LANES], gvt[LANES];  // general_lanes' results (when the quadratic shortcut does not apply)
     std::int64_t gbp[LANES];
     const bool quadratic = n_general_ == 0 && n_norm_ == 0 && distinct_;
-    if (!quadratic)
+    if (!quadratic && s.prune) {
+      std::int64_t ne = 0;
+      general_lanes_pruned(nd_, nu_, s2_.data(), gsum, nsum_.data(), static_cast<int>(s.gk.size()), s.grl.data(),
+                           s.gm.data(), s.gk.data(), static_cast<int>(s.nl.size()), s.nl.data(), s.crow.data(), pt,
+                           gbest, gbp, gvt, s.pbase.data(), s.plbm.data(), &ne);
+      n_eval_.fetch_add(ne, std::memory_order_relaxed);
+      n_scan_.fetch_add(n_points(), std::memory_order_relaxed);
+    } else if (!quadratic) {
       general_lanes(nd_, nu_, s2_.data(), gsum, nsum_.data(), static_cast<int>(s.gk.size()), s.grl.data(),
                     s.gm.data(), s.gk.data(), static_cast<int>(s.nl.size()), s.nl.data(), s.crow.data(), pt, gbest,
                     gbp, gvt);
+    }
     for (int l = 0; l < LANES; ++l) {
       double best = std::numeric_limits<double>::infinity();
       std::int64_t bp = -1;
@@ -1431,6 +1630,14 @@ void register_chi2(py::module_& m) {
       .def_property("centred", &Chi2Kernel::centred, &Chi2Kernel::set_centred,
                     "Use the centred float32 form of linear experiments with normalisation groups in the FC toys "
                     "and scans (default True; False: the float64 profile q - |L_p^-1 b'(p)|^2 everywhere).")
+      .def_property("prune", &Chi2Kernel::prune, &Chi2Kernel::set_prune,
+                    "FC toys: skip grid points whose lower bound exceeds the running minimum (default True; "
+                    "results bit-identical to False). Needs set_prune_factors for every centred experiment.")
+      .def("set_prune_factors", &Chi2Kernel::set_prune_factors, py::arg("index"), py::arg("K"),
+           "K_p (n_points): the computed float32 |L_p^-1 c|^2 <= K_p |c|^2 for every p (rounding included).")
+      .def_property_readonly("prune_stats", &Chi2Kernel::prune_stats,
+                             "(grid points computed, grid points scanned) of the pruned FC toys since the last reset.")
+      .def("reset_prune_stats", &Chi2Kernel::reset_prune_stats)
       .def_property_readonly("n_ue4", &Chi2Kernel::n_ue4)
       .def_property_readonly("n_dm2", &Chi2Kernel::n_dm2)
       .def_property_readonly("n_points", &Chi2Kernel::n_points)

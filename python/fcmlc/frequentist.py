@@ -41,6 +41,16 @@ Delta-chi2 >= 0. ``model.kernel.centred = False`` selects the float64 profile ev
 :func:`chi2_scan` always uses it. Results stay bit-identical for any thread count, chunking
 and across x86-64 machines (no FMA: the AVX2 and baseline clones round identically).
 
+Pruning (``model.kernel.prune``, default on; results bit-identical to off): the FC toys of a
+model with centred experiments skip grid points that provably cannot be the minimum. The
+computed float32 |L_p^-1 c|^2 is at most K_p |c|^2 (K_p ~ sigma_max(L_p^-1)^2 of the float32
+factor, inflated for float32 rounding: :func:`_prune_factors`), and |c(s)|^2 is O(1) per point
+from three row sums, so every point gets a lower bound (the other parts evaluated exactly); a
+block of four points of a row is computed only when some point's bound, less a float64
+rounding margin, is <= the running minimum of some of the eight lanes (start: the true point
+and each lane's point of smallest bound). Skipped points lie strictly above the minimum, so
+the minimum and its index (tie rule) are those of the full scan.
+
 Experiments without normalisation groups (k = 0: pull-type, or no normalisation) use the
 whitening W_e (W C W^T = I): chi2_e = |W_e (x - mu)|^2, centred on the null expectation
 r_e = W_e (x - N0_e); for a linear experiment, with d_e(j) = W_e D_e(dm2_j),
@@ -99,6 +109,28 @@ UINT64_MAX = (1 << 64) - 1
 
 
 # --- experiments ------------------------------------------------------------------------
+
+
+def _prune_factors(factors: np.ndarray) -> np.ndarray:
+    """K_p per grid point for the FC pruning of a centred experiment (chi2.cpp,
+    general_lanes_pruned): the computed float32 |Lf_p c|^2 <= K_p |c|^2 for every float32 c, Lf_p
+    the float32 copy of the packed L_p^-1 the kernel uses. In exact arithmetic |Lf c|^2 <=
+    sigma_max(Lf)^2 |c|^2; float32 rounding (gamma = (kn + 1) 2^-24 per dot product, |t_a| errors
+    <= gamma sum_c |Lf_ac| |c_c|) adds at most (1 + gamma)((1 + gamma) sigma_max^2 + (gamma +
+    gamma^2) |Lf|_F^2) - sigma_max^2 relative, covered by g = 4 (kn + 2) 2^-24 below, which also
+    covers eigvalsh's float64 error (~kn 1e-16 |Lf|_F^2)."""
+    f = np.asarray(factors, dtype=np.float32).astype(np.float64)
+    kk = f.shape[1]
+    kn = int(round((math.sqrt(8 * kk + 1) - 1) / 2))
+    L = np.zeros((f.shape[0], kn, kn))
+    r, c = np.tril_indices(kn)
+    L[:, r, c] = f
+    smax2 = np.linalg.eigvalsh(np.einsum("pab,pac->pbc", L, L))[:, -1]
+    fro2 = np.einsum("pk,pk->p", f, f)
+    g = 4.0 * (kn + 2) * 2.0 ** -24
+    return (1.0 + g) * np.maximum(smax2, 0.0) + g * fro2
+
+
 
 
 def _load_experiment(name: str):
@@ -376,8 +408,10 @@ class Chi2Model:
             k = _core.Chi2Kernel(self.grid.sin2_2theta, self.grid.n_dm2)
             for p in self._parts:
                 if p.norm:
-                    k.add_norm(p.name, p.A, p.N0, p.Ci, p.groups, p.prior, p.factors, p.linear,
-                               p.D if p.linear else p.mu_grid)
+                    i = k.add_norm(p.name, p.A, p.N0, p.Ci, p.groups, p.prior, p.factors, p.linear,
+                                   p.D if p.linear else p.mu_grid)
+                    if p.linear:
+                        k.set_prune_factors(i, _prune_factors(p.factors))
                 elif p.linear:
                     k.add_linear(p.name, p.A, p.N0, p.D)
                 else:

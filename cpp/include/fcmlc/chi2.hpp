@@ -75,6 +75,7 @@ struct Chi2Experiment {
   std::vector<double> G11row;  // n_dm2 x kn x kn
   std::vector<float> Lf;       // n_points x kn(kn+1)/2: float32 copy of Lfac
   std::vector<double> Lt;      // linear: Lfac interleaved by blocks of four s2 points (the scan)
+  std::vector<double> Kb;      // centred: n_points, the FC pruning factors K_p (set_prune_factors)
 };
 
 }  // namespace fcmlc
