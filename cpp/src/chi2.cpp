@@ -506,7 +506,7 @@ constexpr int PRUNE_MAX_CENTRED = 8;
 // at pt, then at the point of smallest lbm of each lane, then every block of up to
 // CENTRED_BLOCK points of a row with lbm(p) <= best in some lane (lbm(p) > best[l] for every
 // lane of every point of the block: skipped; their computed values exceed best >= the final
-// minimum). A computed point has exactly general_lanes' operations (base + crow), and take_min
+// minimum; one or two points to compute: only those, one at a time). A computed point has exactly general_lanes' operations (base + crow), and take_min
 // does not depend on the order of the points, so the result is that of the full scan.
 FCMLC_CLONES void general_lanes_pruned(int nd, int nu, const double* __restrict s2, const double* __restrict gsum,
                                        const double* __restrict nsum, int n_gen, const double* const* rls,
@@ -607,20 +607,31 @@ FCMLC_CLONES void general_lanes_pruned(int nd, int nu, const double* __restrict 
     for (int u0 = 0; u0 < nu; u0 += CENTRED_BLOCK) {
       const int n = std::min(CENTRED_BLOCK, nu - u0);
       const std::int64_t p0 = static_cast<std::int64_t>(j) * nu + u0;
-      bool need = false;
-      for (int q = 0; q < n && !need; ++q) {
+      bool need[CENTRED_BLOCK] = {};
+      int n_need = 0;
+      for (int q = 0; q < n; ++q) {
         if (p0 + q == pt) continue;
         const lanes_t& b = lbm[p0 + q];
         for (int l = 0; l < LANES; ++l)
-          if (!(b[l] > best[l])) need = true;
+          if (!(b[l] > best[l])) need[q] = true;
+        n_need += need[q];
       }
-      if (!need) continue;
-      for (int q = 0; q < n; ++q) crow[u0 + q] = zero;
-      for (int i = 0; i < nc; ++i) centred_points(nls[cen[i]], j, nu, u0, n, s2, crow);
-      evaluated += n;
+      if (n_need == 0) continue;
+      if (n_need > 2) {  // the whole block (four independent chains)
+        for (int q = 0; q < n; ++q) crow[u0 + q] = zero;
+        for (int i = 0; i < nc; ++i) centred_points(nls[cen[i]], j, nu, u0, n, s2, crow);
+        evaluated += n;
+      } else {  // only the points that need it, one at a time (the same per-point operations)
+        for (int q = 0; q < n; ++q) {
+          if (!need[q]) continue;
+          crow[u0 + q] = zero;
+          for (int i = 0; i < nc; ++i) centred_points(nls[cen[i]], j, nu, u0 + q, 1, s2, crow);
+          ++evaluated;
+        }
+      }
       for (int q = 0; q < n; ++q) {
         const std::int64_t p = p0 + q;
-        if (p == pt) continue;
+        if (p == pt || !need[q]) continue;
         const lanes_t v = base[p] + crow[u0 + q];
         for (int l = 0; l < LANES; ++l) take_min(v[l], p, best[l], bp[l]);
       }
