@@ -497,9 +497,11 @@ constexpr int PRUNE_MAX_CENTRED = 8;
 // (best value, its index with the tie rule, the value at pt) is bit-identical to general_lanes.
 // Pass A: per point p, base(p) = rest_value (exact) and a lower bound on the computed value
 // base + sum_e centred_e(p) of each lane: with c = c0 - s c1 (float32 c0, c1 of the toy),
-//   computed |L_p^-1 c|^2 (float32) <= K_p ((1 + 1e-6) |c|^2 + 7e-8 (|c0|^2 + s^2 |c1|^2)),
-// where |c|^2 = n0 - 2 s n01 + s^2 n1 from three float64 row sums (O(1) per point): the second
-// term covers the float32 rounding of c0 - s c1 and the float64 rounding of n0, n01, n1; K_p
+//   computed |L_p^-1 c|^2 (float32) <= K_p ((1 + 2e-6) |c|^2 + 7e-8 (|c0|^2 + s^2 |c1|^2)),
+// where |c|^2 = n0 - 2 s n01 + s^2 n1 from three float64 row sums (O(1) per point). The float32
+// c_t = c0 - s c1 the kernel forms has |c_t - c| <= u |c| + 2.01 u s |c1| (u = 2^-24), so
+// |c_t|^2 <= (1 + 1e-6)(1 + u)^2 |c|^2 + 1e6 (2.01 u)^2 s^2 |c1|^2: the two terms above, which
+// also cover the float64 rounding of n0, n01, n1 and |c|^2 (~1e-14 (n0 + s^2 n1)); K_p
 // (set_prune_factors) covers |L_p^-1|_2^2 of the float32 factor and the float32 rounding of the
 // quadratic form. lbm(p) = bound - (1e-10 (sum of the magnitudes of the float64 terms) + 1e-9)
 // covers the float64 rounding of both the bound and the computed value. Pass B: the exact value
@@ -566,7 +568,7 @@ FCMLC_CLONES void general_lanes_pruned(int nd, int nu, const double* __restrict 
       for (int i = 0; i < nc; ++i) {
         const double K = nls[cen[i]].Kb[p];
         const lanes_t c2 = n0[i] - (2.0 * s) * n01[i] + ss * n1[i];
-        const lanes_t cb = (1.0 + 1e-6) * c2 + 7e-8 * (n0[i] + ss * n1[i]);
+        const lanes_t cb = (1.0 + 2e-6) * c2 + 7e-8 * (n0[i] + ss * n1[i]);
         const lanes_t bnd = (ss * K) * cb;
         lb += (cn[i] + s * (ra[i] + s * rb[i])) - bnd;
         mag += acn[i] + s * ara[i] + ss * arb[i] + lane_abs(bnd);
