@@ -308,6 +308,15 @@ def test_compare_identical_regions_and_outputs(best_fc, tmp_path):
     s = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert s["iou"]["0.9"]["wilks-fc"] == 1.0 and s["truth"] == {"ue4": 0.2, "dm2": 1.5}
     assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 0
+    # the figure marks the chi2 best fit of the same data (inside the axes) beside the FCMLC best point
+    ax = res.plot()
+    labels = ax.get_legend_handles_labels()[1]
+    assert "χ² best fit" in labels and "best point" in labels
+    line = ax.get_lines()[-1]
+    xs, ys = line.get_data()
+    x0, x1 = ax.get_xlim()
+    y0, y1 = ax.get_ylim()
+    assert x0 <= xs[0] <= x1 and y0 <= ys[0] <= y1
     with pytest.raises(ValueError, match="data vector of 126"):
         compare(model, x[:-1], fc=fc)
     with pytest.raises(ValueError, match="not in the Feldman-Cousins result"):

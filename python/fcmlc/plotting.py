@@ -44,6 +44,7 @@ METHOD_STYLES = {
     "sensitivity": {"color": "0.3", "linestyle": ":"},
     "truth": {"color": "tab:orange", "marker": "*", "markersize": 14, "markeredgecolor": "k", "linestyle": "none"},
     "best_fit": {"color": "k", "marker": "+", "markersize": 10, "linestyle": "none"},
+    "chi2_best": {"color": "tab:red", "marker": "X", "markersize": 9, "markeredgecolor": "w", "linestyle": "none"},
 }
 
 #: Colours cycled through for overlays without a named style.

@@ -913,7 +913,8 @@ class Comparison:
 
     def plot(self, ax=None, x: str = "sin2", title=None):
         """FCMLC credible regions filled, Wilks (dashed red) and FC (dash-dot green) boundaries per
-        level, IoU in the legend title. Returns the Axes."""
+        level, the FCMLC best point (+) and the chi2 best fit (red X), IoU in the title. Returns
+        the Axes."""
         from matplotlib.figure import Figure
 
         from . import plotting as P
@@ -930,6 +931,9 @@ class Comparison:
                 overlays.append((f"{lab} {P.level_label(L)}", (self.regions[method][L], g.ue4, g.dm2),
                                  {"linestyle": styles[j % len(styles)]}))
         self.posterior.plot(ax=ax, levels=self.levels, x=x, truth=self.truth, overlays=overlays, best_point=True)
+        bu, bd = self.scan.best_point  # the chi2 best fit of the same data, on the chi2 grid
+        ax.plot(P.to_xaxis(bu, x), bd, label="χ² best fit", zorder=6, **P.METHOD_STYLES["chi2_best"])
+        ax.legend(loc="best", fontsize="small", framealpha=0.85)
         lines = []
         for L in self.levels:
             lines.append(f"{P.level_label(L)}: " + ", ".join(f"IoU({k})={v:.2f}" for k, v in self.iou[L].items()))
