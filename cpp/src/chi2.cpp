@@ -58,6 +58,18 @@ FCMLC_AI lanes_t operator+(lanes_t a, double b) { return {a.lo + b, a.hi + b}; }
 FCMLC_AI lanes_t operator-(lanes_t a, double b) { return {a.lo - b, a.hi - b}; }
 FCMLC_AI lanes_t operator*(double a, lanes_t b) { return {a * b.lo, a * b.hi}; }
 FCMLC_AI lanes_t& operator+=(lanes_t& a, lanes_t b) { a.lo += b.lo, a.hi += b.hi; return a; }
+// Eight lanes from / to memory one four-wide half at a time: a 64-byte memcpy into lanes_t goes
+// through the stack in 16-byte pieces and stalls the loads that follow (store forwarding).
+FCMLC_AI lanes_t load_lanes(const double* p) {
+  lanes_t v;
+  __builtin_memcpy(&v.lo, p, sizeof v.lo);
+  __builtin_memcpy(&v.hi, p + 4, sizeof v.hi);
+  return v;
+}
+FCMLC_AI void store_lanes(double* p, lanes_t v) {
+  __builtin_memcpy(p, &v.lo, sizeof v.lo);
+  __builtin_memcpy(p + 4, &v.hi, sizeof v.hi);
+}
 // The same eight toys in float32 (one ymm register in the AVX2 clone, an SSE pair in the
 // baseline clone): the centred norm path's per-point quadratic form (see general_lanes).
 typedef float flanes_t __attribute__((vector_size(LANES * sizeof(float)), aligned(sizeof(float))));
@@ -86,26 +98,26 @@ FCMLC_CLONES void lane_matvec(const double* __restrict W, const double* __restri
     const double* w3 = w2 + kg;
     for (int g = 0; g < kg; ++g) {
       lanes_t z;
-      __builtin_memcpy(&z, Z + static_cast<idx>(g) * LANES, sizeof z);
+      z = load_lanes(Z + static_cast<idx>(g) * LANES);
       a0 += w0[g] * z;
       a1 += w1[g] * z;
       a2 += w2[g] * z;
       a3 += w3[g] * z;
     }
-    __builtin_memcpy(out + static_cast<idx>(j) * LANES, &a0, sizeof a0);
-    __builtin_memcpy(out + static_cast<idx>(j + 1) * LANES, &a1, sizeof a1);
-    __builtin_memcpy(out + static_cast<idx>(j + 2) * LANES, &a2, sizeof a2);
-    __builtin_memcpy(out + static_cast<idx>(j + 3) * LANES, &a3, sizeof a3);
+    store_lanes(out + static_cast<idx>(j) * LANES, a0);
+    store_lanes(out + static_cast<idx>(j + 1) * LANES, a1);
+    store_lanes(out + static_cast<idx>(j + 2) * LANES, a2);
+    store_lanes(out + static_cast<idx>(j + 3) * LANES, a3);
   }
   for (; j < rows; ++j) {
     lanes_t a0 = zero + (base ? base[j] : 0.0);
     const double* w0 = W + static_cast<idx>(j) * kg;
     for (int g = 0; g < kg; ++g) {
       lanes_t z;
-      __builtin_memcpy(&z, Z + static_cast<idx>(g) * LANES, sizeof z);
+      z = load_lanes(Z + static_cast<idx>(g) * LANES);
       a0 += w0[g] * z;
     }
-    __builtin_memcpy(out + static_cast<idx>(j) * LANES, &a0, sizeof a0);
+    store_lanes(out + static_cast<idx>(j) * LANES, a0);
   }
 }
 
@@ -245,9 +257,9 @@ FCMLC_AI void centred_points(const NormLane& nl, int j, int nu, int u0, int n, c
   const flanes_t* c1 = reinterpret_cast<const flanes_t*>(nl.C1 + static_cast<idx>(j) * kn * LANES);
   flanes_t* ct = reinterpret_cast<flanes_t*>(nl.ct);
   lanes_t cn, ra, rb;
-  __builtin_memcpy(&cn, nl.CN, sizeof cn);
-  __builtin_memcpy(&ra, nl.RA + static_cast<idx>(j) * LANES, sizeof ra);
-  __builtin_memcpy(&rb, nl.RB + static_cast<idx>(j) * LANES, sizeof rb);
+  cn = load_lanes(nl.CN);
+  ra = load_lanes(nl.RA + static_cast<idx>(j) * LANES);
+  rb = load_lanes(nl.RB + static_cast<idx>(j) * LANES);
   const float* Lrow = nl.Lf + static_cast<idx>(j) * nu * kk;
   const flanes_t fzero = {};
   const int uend = u0 + n;
@@ -335,9 +347,9 @@ FCMLC_CLONES void centred_rows(int kn, int nd, const double* __restrict G0inv, c
     bb += b0[g] * t;
   }
   lanes_t q;
-  __builtin_memcpy(&q, Q, sizeof q);
+  q = load_lanes(Q);
   const lanes_t cn = q - bb;
-  __builtin_memcpy(CN, &cn, sizeof cn);
+  store_lanes(CN, cn);
   for (int j = 0; j < nd; ++j) {
     const double* H = Hrow + static_cast<idx>(j) * kk2;
     const double* G11 = G11row + static_cast<idx>(j) * kk2;
@@ -358,8 +370,8 @@ FCMLC_CLONES void centred_rows(int kn, int nd, const double* __restrict G0inv, c
       a3 += beta[g] * gb;
     }
     const lanes_t ra = 2.0 * a2 - a1;
-    __builtin_memcpy(RA + static_cast<idx>(j) * LANES, &ra, sizeof ra);
-    __builtin_memcpy(RB + static_cast<idx>(j) * LANES, &a3, sizeof a3);
+    store_lanes(RA + static_cast<idx>(j) * LANES, ra);
+    store_lanes(RB + static_cast<idx>(j) * LANES, a3);
   }
 }
 
@@ -404,7 +416,7 @@ FCMLC_AI lanes_t rest_value(int j, std::int64_t p, double s, lanes_t twoG, doubl
     lanes_t sd = zero;
     for (int a = 0; a < k; ++a) {
       lanes_t t;
-      __builtin_memcpy(&t, rl + static_cast<idx>(a) * LANES, sizeof t);
+      t = load_lanes(rl + static_cast<idx>(a) * LANES);
       t = t - m[a];
       sd += t * t;
     }
@@ -420,16 +432,21 @@ FCMLC_AI lanes_t rest_value(int j, std::int64_t p, double s, lanes_t twoG, doubl
       const double* b1 = nl.B1 + static_cast<idx>(j) * kn * LANES;
       for (int g = 0; g < kn; ++g) {
         lanes_t b0v, b1v;
-        __builtin_memcpy(&b0v, nl.B0 + static_cast<idx>(g) * LANES, sizeof b0v);
-        __builtin_memcpy(&b1v, b1 + static_cast<idx>(g) * LANES, sizeof b1v);
+        b0v = load_lanes(nl.B0 + static_cast<idx>(g) * LANES);
+        b1v = load_lanes(b1 + static_cast<idx>(g) * LANES);
         bt[g] = b0v - s * b1v;
       }
+    } else if (kn == 1) {  // one group (DANSS's total normalisation): the same sum, in a register
+      const double* m = nl.mug + static_cast<idx>(p) * nl.n;
+      lanes_t acc = zero + nl.prior;
+      for (int i = 0; i < nl.n; ++i) acc += m[i] * load_lanes(nl.Y + static_cast<idx>(i) * LANES);
+      bt[0] = acc;
     } else {
       for (int g = 0; g < kn; ++g) bt[g] = zero + nl.prior;
       const double* m = nl.mug + static_cast<idx>(p) * nl.n;
       for (int i = 0; i < nl.n; ++i) {
         lanes_t yv;
-        __builtin_memcpy(&yv, nl.Y + static_cast<idx>(i) * LANES, sizeof yv);
+        yv = load_lanes(nl.Y + static_cast<idx>(i) * LANES);
         bt[nl.gid[i]] += m[i] * yv;
       }
     }
@@ -442,7 +459,7 @@ FCMLC_AI lanes_t rest_value(int j, std::int64_t p, double s, lanes_t twoG, doubl
       sq += t * t;
     }
     lanes_t q;
-    __builtin_memcpy(&q, nl.Q, sizeof q);
+    q = load_lanes(nl.Q);
     v += q - sq;
   }
   return v;
@@ -465,7 +482,7 @@ FCMLC_CLONES void general_lanes(int nd, int nu, const double* __restrict s2, con
   }
   for (int j = 0; j < nd; ++j) {
     lanes_t G;
-    __builtin_memcpy(&G, gsum + static_cast<idx>(j) * LANES, sizeof G);
+    G = load_lanes(gsum + static_cast<idx>(j) * LANES);
     const lanes_t twoG = 2.0 * G;
     const double N = nsum[j];
     // the centred norm experiments' values on this row (their sum, in experiment order)
@@ -534,7 +551,7 @@ FCMLC_CLONES void general_lanes_pruned(int nd, int nu, const double* __restrict 
   // pass A
   for (int j = 0; j < nd; ++j) {
     lanes_t G;
-    __builtin_memcpy(&G, gsum + static_cast<idx>(j) * LANES, sizeof G);
+    G = load_lanes(gsum + static_cast<idx>(j) * LANES);
     const lanes_t twoG = 2.0 * G;
     const double N = nsum[j];
     lanes_t n0[PRUNE_MAX_CENTRED], n01[PRUNE_MAX_CENTRED], n1[PRUNE_MAX_CENTRED];
@@ -553,9 +570,9 @@ FCMLC_CLONES void general_lanes_pruned(int nd, int nu, const double* __restrict 
         c += x1 * x1;
       }
       n0[i] = a, n01[i] = b, n1[i] = c;
-      __builtin_memcpy(&cn[i], nl.CN, sizeof(lanes_t));
-      __builtin_memcpy(&ra[i], nl.RA + static_cast<idx>(j) * LANES, sizeof(lanes_t));
-      __builtin_memcpy(&rb[i], nl.RB + static_cast<idx>(j) * LANES, sizeof(lanes_t));
+      cn[i] = load_lanes(nl.CN);
+      ra[i] = load_lanes(nl.RA + static_cast<idx>(j) * LANES);
+      rb[i] = load_lanes(nl.RB + static_cast<idx>(j) * LANES);
       acn[i] = lane_abs(cn[i]), ara[i] = lane_abs(ra[i]), arb[i] = lane_abs(rb[i]);
     }
     for (int u = 0; u < nu; ++u) {
