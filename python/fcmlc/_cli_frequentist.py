@@ -160,12 +160,11 @@ def cmd_wilks(args) -> int:
         "raster_90_limits_found": int(np.isfinite(raster).sum()),
         "scan_seconds": dt,
     })
-    from .regions import edges_touched, point_edges
+    from .regions import edge_warnings
 
     iu, idm = grid.unravel(int(scan.best_index))
-    warn = [f"best fit on the grid's {' and '.join(e)} edge" for e in [point_edges(iu, idm, scan.chi2.shape)] if e]
-    warn += [f"{100 * L:g}% region reaches the grid's {' and '.join(e)} edge"
-             for L, m in regions.items() for e in [edges_touched(m)] if e]
+    warn = edge_warnings(int(iu), int(idm), scan.chi2.shape, {f"{100 * L:g}%": m for L, m in regions.items()},
+                         point="best fit")
     summary["edge_warnings"] = warn
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)

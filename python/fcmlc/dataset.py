@@ -61,7 +61,6 @@ def normalisation_json(experiments) -> str:
     return json.dumps({str(e.name): normalisation_of(e) for e in experiments}, sort_keys=True)
 
 
-
 @dataclass(frozen=True)
 class DatasetSpec:
     """Everything that determines the content of a dataset file."""

@@ -131,8 +131,6 @@ def _prune_factors(factors: np.ndarray) -> np.ndarray:
     return (1.0 + g) * np.maximum(smax2, 0.0) + g * fro2
 
 
-
-
 def _load_experiment(name: str):
     from . import experiments as ex
 
@@ -228,11 +226,17 @@ def _packed_inverse_cholesky(G, name: str = "experiment") -> np.ndarray:
     return np.ascontiguousarray(Linv[:, r, c])
 
 
+def _group_matrix(groups, k: int) -> np.ndarray:
+    """E (n_bins, k): E[i, g] = 1 when bin i is in normalisation group g (every bin in one)."""
+    E = np.zeros((len(groups), k))
+    E[np.arange(len(groups)), groups] = 1.0
+    return E
+
+
 def _norm_chi2(X, M, p) -> np.ndarray:
     """Exact profile chi2 of rows of X at expectations M for a normalisation-group part p."""
     k = int(p.groups.max()) + 1
-    E = np.zeros((p.n_bins, k))
-    E[np.arange(p.n_bins), p.groups] = 1.0
+    E = _group_matrix(p.groups, k)
     out = np.empty(X.shape[0])
     for i, (x, mu) in enumerate(zip(X, M)):
         y = p.Ci @ x
@@ -344,8 +348,7 @@ class Chi2Model:
         groups = np.ascontiguousarray(e.norm_groups, dtype=np.int64)
         if groups.shape != (n,) or np.any(groups < 0) or groups.max() != k - 1:
             raise ValueError(f"{name}: norm_groups must assign every bin to a group 0..{k - 1}")
-        E = np.zeros((n, k))
-        E[np.arange(n), groups] = 1.0
+        E = _group_matrix(groups, k)
         sigma = float(getattr(e, "norm_prior", 0.0) or 0.0)
         prior = 1.0 / sigma**2 if sigma > 0 else 0.0
         Ci = np.ascontiguousarray(W.T @ W)

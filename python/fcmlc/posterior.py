@@ -399,16 +399,9 @@ class Posterior:
         """Plain-text warnings when the best point or a credible region touches a limit of the
         grid (high |Ue4|, low or high dm2): the posterior may continue beyond it (widen the grid,
         e.g. ``--dm2-range``). The low-|Ue4| edge is the no-oscillation limit, not a warning."""
-        out = []
         i_d, i_u = np.unravel_index(int(np.argmax(self._density)), self.shape)
-        e = _regions.point_edges(int(i_u), int(i_d), self.shape)
-        if e:
-            out.append(f"best point on the grid's {' and '.join(e)} edge")
-        for lv in levels:
-            e = _regions.edges_touched(self.credible_region(lv))
-            if e:
-                out.append(f"{100 * float(lv):g}% region reaches the grid's {' and '.join(e)} edge")
-        return out
+        masks = {f"{100 * float(lv):g}%": self.credible_region(lv) for lv in levels}
+        return _regions.edge_warnings(int(i_u), int(i_d), self.shape, masks)
 
     def summary(self, levels=(0.68, 0.9, 0.95)) -> dict:
         """Plain-Python dict (JSON-ready): best point, marginal modes and, for each level,

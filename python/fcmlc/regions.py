@@ -36,6 +36,7 @@ __all__ = [
     "EDGE_NAMES",
     "edges_touched",
     "point_edges",
+    "edge_warnings",
 ]
 
 #: The four edges of a (dm2 rows x |Ue4| columns) map, in the order edges_touched reports them.
@@ -299,3 +300,18 @@ def point_edges(i_ue4: int, i_dm2: int, shape) -> list:
     n_dm2, n_ue4 = (int(v) for v in shape)
     hit = (False, i_ue4 == n_ue4 - 1, i_dm2 == 0, i_dm2 == n_dm2 - 1)
     return [n for n, h in zip(EDGE_NAMES, hit) if h]
+
+
+def edge_warnings(i_ue4: int, i_dm2: int, shape, masks: dict, point: str = "best point") -> list:
+    """Plain-text grid-edge warnings of one fit: the `point` (column ``i_ue4``, row ``i_dm2`` of a
+    (n_dm2, n_ue4) grid) on a grid-limit edge (:func:`point_edges`), and each region of ``masks``
+    (label -> mask, e.g. {"90%": mask}) reaching one (:func:`edges_touched`)."""
+    out = []
+    e = point_edges(i_ue4, i_dm2, shape)
+    if e:
+        out.append(f"{point} on the grid's {' and '.join(e)} edge")
+    for label, m in masks.items():
+        e = edges_touched(m)
+        if e:
+            out.append(f"{label} region reaches the grid's {' and '.join(e)} edge")
+    return out

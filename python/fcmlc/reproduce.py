@@ -715,11 +715,10 @@ def _compare(model, x, fc, exps, sc: Scale, seed: int, threads, truth):
     except ValueError:  # outside the posterior grid
         info["chi2_best_credible_level"] = None
     iu_b, id_b = g.unravel(int(comp.scan.best_index))
-    pb = post.best_point()
+    id_f, iu_f = np.unravel_index(int(np.argmax(post.density)), post.shape)  # the FCMLC best point's cell
     info["edges"] = {
-        "chi2_best": point_edges(iu_b, id_b, (g.n_dm2, g.n_ue4)),
-        "fcmlc_best": point_edges(int(np.argmin(np.abs(post.ue4 - pb[0]))), int(np.argmin(np.abs(post.dm2 - pb[1]))),
-                                  (post.dm2.size, post.ue4.size)),
+        "chi2_best": point_edges(int(iu_b), int(id_b), (g.n_dm2, g.n_ue4)),
+        "fcmlc_best": point_edges(int(iu_f), int(id_f), post.shape),
         "regions": {f"{L:g}": {m: edges_touched(comp.regions[m][L]) for m in comp.regions} for L in FIT_LEVELS},
     }
     if truth is not None:
