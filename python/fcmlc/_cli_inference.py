@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from ._util import jsonable as _jsonable
+from ._io import jsonable as _jsonable
 
 LEVELS = (0.68, 0.90, 0.95)
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from . import _core
 from . import regions as _regions
-from ._util import npz_header
+from ._io import npz_header
 from .physics import sin2_2theta
 
 __all__ = [

@@ -77,7 +77,7 @@ import numpy as np
 
 from . import __version__
 from .physics import DM2_RANGE, UE4_RANGE, Grid, sin2_2theta, ue4_from_sin2_2theta
-from ._util import jsonable as _jsonable
+from ._io import jsonable as _jsonable
 
 __all__ = ["TASKS", "SCALES", "Scale", "reproduce", "default_data_dir", "task_experiments", "PAPER_TABLE_II"]
 

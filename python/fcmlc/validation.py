@@ -65,7 +65,8 @@ from pathlib import Path
 import numpy as np
 
 from .physics import Grid, sin2_2theta
-from ._util import jsonable as _jsonable, npz_header, torch_threads as _torch_threads
+from ._io import jsonable as _jsonable, npz_header
+from ._threads import torch_threads as _torch_threads
 
 __all__ = [
     "MSEMaps",

@@ -35,7 +35,8 @@ from .flow import CellGrid, ConditionalFlow, build_flow, transition_matrix
 from .features import FeatureMap
 from .regressor import MCDropoutMLP, Regressor, Standardizer
 from .training import Samples, TrainConfig, fit_flow, fit_regressor, memory_limit_bytes
-from .._util import jsonable as _jsonable, torch_threads as _torch_threads
+from .._io import jsonable as _jsonable
+from .._threads import torch_threads as _torch_threads
 
 __all__ = ["FCMLC", "train", "ModelDirectoryError", "FORMAT_NAME", "FORMAT_VERSION"]
 
