@@ -336,12 +336,12 @@ def test_experiment_subset_selects_columns(tmp_path):
 
 
 def test_cli_train_and_fit(tiny_dataset, tmp_path, capsys):
-    from fcmlc import _cli_inference
+    from fcmlc.cli import inference as cli_inference
     import argparse
 
     parser = argparse.ArgumentParser(prog="fcmlc")
     sub = parser.add_subparsers(dest="command", required=True)
-    _cli_inference.register(sub)
+    cli_inference.register(sub)
     out = tmp_path / "model"
     cfg = json.dumps({k: v for k, v in TINY.items() if k != "time_budget"})
     args = parser.parse_args(["train", str(tiny_dataset), "-o", str(out), "--epochs", "1", "--time-budget", "0",

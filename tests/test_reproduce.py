@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fcmlc import _cli_reproduce, cli
+from fcmlc import cli
+from fcmlc.cli import reproduce as cli_reproduce
 from fcmlc.reproduce import FC_LEVELS, FIT_LEVELS, SCALES, STEP_NAMES, reproduce, task_experiments
 
 FIGURES = ("fig2_mse.png", "fig3_examples.png", "fig4_coverage.png", "fig5_observed.png")
@@ -128,7 +129,7 @@ def test_second_run_reuses_every_step(best_run):
 def test_cli_reuses_and_reports(best_run, capsys):
     out, _, _ = best_run
     parser = argparse.ArgumentParser(prog="fcmlc")
-    _cli_reproduce.register(parser.add_subparsers(dest="command", required=True))
+    cli_reproduce.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["reproduce", "--task", "best", "--scale", "tiny", "-o", str(out), "--no-progress"])
     assert args.func(args) == 0
     assert "REPORT.md written" in capsys.readouterr().out

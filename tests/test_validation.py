@@ -387,11 +387,11 @@ def test_mse_maps_against_direct_computation(best_model_dir, tmp_path):
 
 
 def _run_cli(argv):
-    from fcmlc import _cli_validation
+    from fcmlc.cli import validation as cli_validation
 
     parser = argparse.ArgumentParser(prog="fcmlc")
     sub = parser.add_subparsers(dest="command", required=True)
-    _cli_validation.register(sub)
+    cli_validation.register(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

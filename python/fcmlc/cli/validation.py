@@ -1,17 +1,15 @@
-"""`fcmlc coverage` and `fcmlc compare`: validation commands (registered by :mod:`fcmlc.cli`)."""
+"""`fcmlc coverage` and `fcmlc compare`: the validation commands."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
-from ._cli_inference import add_data_source_args
-
-
-def _grid(text):
-    from .cli import _grid_arg
-
-    return _grid_arg(text)
+from .._checks import check_positive_int
+from .._io import atomic_write_json, save_figure
+from ..data_vectors import model_data_source, model_experiments
+from ..validation import compare, coverage
+from ._args import (add_data_dir_arg, add_data_source_args, add_mc_dropout_args, add_model_arg, data_source_options,
+                    grid_arg)
 
 
 def register(subparsers) -> None:
@@ -21,7 +19,7 @@ def register(subparsers) -> None:
                     "FCMLC and scan chi2, and record how often each method's region at each level contains the "
                     "truth (paper Sec. II C 2, Fig. 4). Writes coverage.npz (every trial), coverage.json "
                     "(summary) and coverage.png to the output directory.")
-    p.add_argument("model", help="model directory written by `fcmlc train`")
+    add_model_arg(p)
     p.add_argument("--trials", type=int, default=2000, help="number of trials (default 2000, as in the paper)")
     p.add_argument("-o", "--output", required=True, help="result directory")
     p.add_argument("--fc", default=None, metavar="FILE",
@@ -36,7 +34,7 @@ def register(subparsers) -> None:
     p.add_argument("--methods", default=None,
                    help="comma-separated subset of fcmlc,wilks,fc (default: fcmlc,wilks and fc with --fc)")
     p.add_argument("--samples", type=int, default=1000, help="MC-dropout samples per fit (default 1000)")
-    p.add_argument("--grid", type=_grid, default=None, metavar="N|NxM",
+    p.add_argument("--grid", type=grid_arg, default=None, metavar="N|NxM",
                    help="chi2 grid without --fc (default: the model's training grid)")
     p.add_argument("--band", type=float, default=0.6827,
                    help="confidence of the binomial (Clopper-Pearson) bands (default 0.6827, 1 sigma)")
@@ -48,33 +46,29 @@ def register(subparsers) -> None:
         description="Fit one data vector with FCMLC and scan chi2 on the grid; draw the FCMLC credible regions "
                     "with the Wilks and Feldman-Cousins confidence regions and report their intersection over "
                     "union. Writes comparison.json, comparison.png and posterior.npz to the output directory.")
-    p.add_argument("model", help="model directory written by `fcmlc train`")
+    add_model_arg(p)
     p.add_argument("--fc", default=None, metavar="FILE", help="Feldman-Cousins result (`fcmlc fc` HDF5)")
     add_data_source_args(p)
     p.add_argument("-o", "--output", required=True, help="result directory")
     p.add_argument("--levels", type=float, nargs="+", default=[0.90, 0.95], metavar="L",
                    help="levels (default 0.90 0.95)")
-    p.add_argument("--samples", type=int, default=1000, help="MC-dropout samples m (default 1000)")
-    p.add_argument("--mc-seed", type=int, default=0, help="seed of the dropout masks (default 0)")
-    p.add_argument("--grid", type=_grid, default=None, metavar="N|NxM",
+    add_mc_dropout_args(p)
+    p.add_argument("--grid", type=grid_arg, default=None, metavar="N|NxM",
                    help="chi2 grid without --fc (default: the model's training grid)")
     p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
-    p.add_argument("--data-dir", default=None,
-                   help="folder with official data releases, passed to fcmlc.experiments.load for --observed/--asimov")
+    add_data_dir_arg(p)
     p.set_defaults(func=cmd_compare)
 
 
 # ------------------------------------------------------------------------------------ coverage
 
 def cmd_coverage(args) -> int:
+    # matplotlib and torch: loaded by the command only, so `fcmlc --help` stays fast
     from matplotlib.figure import Figure
 
-    from ._cli_inference import _jsonable, model_experiments
-    from .models import FCMLC
-    from .validation import coverage
+    from ..models import FCMLC
 
-    if args.trials < 1:
-        raise ValueError(f"--trials must be >= 1, got {args.trials}")
+    check_positive_int(args.trials, "--trials")
     model = FCMLC.load(args.model, device="cpu")
     eset = model_experiments(model)
     t0 = time.perf_counter()
@@ -87,10 +81,10 @@ def cmd_coverage(args) -> int:
     res.save(out / "coverage.npz")
     summary = res.summary()
     summary["seconds_total"] = dt
-    (out / "coverage.json").write_text(json.dumps(_jsonable(summary), indent=2))
+    atomic_write_json(out / "coverage.json", summary)
     fig = Figure(figsize=(5.6, 5.2), layout="constrained")
     res.plot(ax=fig.subplots())
-    fig.savefig(out / "coverage.png", dpi=120)
+    save_figure(fig, out / "coverage.png", dpi=120)
     print(f"coverage: {res.n_trials} trials ({res.truths} truths) of {', '.join(model.experiments)} in {dt:.1f} s "
           f"-> {out}")
     fr, iv = res.fraction, res.interval
@@ -108,12 +102,10 @@ def cmd_coverage(args) -> int:
 # ------------------------------------------------------------------------------------ compare
 
 def cmd_compare(args) -> int:
-    from ._cli_inference import model_data_source, model_experiments
-    from .models import FCMLC
-    from .validation import compare
+    from ..models import FCMLC  # torch: loaded by the command only, so `fcmlc --help` stays fast
 
     model = FCMLC.load(args.model, device="cpu")
-    src = model_data_source(args, model)
+    src = model_data_source(model, data_dir=args.data_dir, **data_source_options(args))
     x, truth, source = src.x, src.truth, src.description
     eset = src.experiments if src.experiments is not None else model_experiments(model, args.data_dir)
     res = compare(model, x, fc=args.fc, experiments=eset.experiments, levels=args.levels, n_samples=args.samples,

@@ -1,4 +1,4 @@
-"""`fcmlc fc` and `fcmlc wilks`: the frequentist commands (registered by :mod:`fcmlc.cli`)."""
+"""`fcmlc fc` and `fcmlc wilks`: the frequentist commands."""
 from __future__ import annotations
 
 import json
@@ -7,15 +7,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cli_inference import add_data_source_args, data_source
+from .. import frequentist as fq
+from .._checks import check_positive_int, check_threads
+from .._io import save_figure
+from ..data_vectors import data_source
+from ..exceptions import IncompatibleError
+from ..plotting import draw_lines, draw_mask, level_label, setup_oscillation_axes, to_xaxis
+from ..regions import edge_warnings
+from ._args import (add_common_generation_args, add_data_source_args, add_experiments_arg, add_grid_args,
+                    data_source_options, grid_from_args, parse_experiments, parse_levels)
 
 #: Levels of the Wilks regions written by `fcmlc wilks` (1 sigma in 2-D, 90, 95, 99 %).
 WILKS_CLI_LEVELS = (0.6827, 0.90, 0.95, 0.99)
 
 
 def register(subparsers) -> None:
-    from .cli import add_common_generation_args
-
     p = subparsers.add_parser(
         "fc", help="Feldman-Cousins critical values at every grid point (HDF5, resumable)",
         description="Generate --toys pseudo-experiments at every grid point (toy t at point p is realization t of "
@@ -34,11 +40,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "wilks", help="chi2 scan of one data vector: Delta-chi2 map, Wilks regions and the 90%% raster limit",
         description="Scan the chi2 of one data vector over the grid (free normalisations and pulls profiled), and "
-                    "write delta_chi2.npz (maps, Wilks regions at 68.27/90/95/99 %% for 2 dof, 90 %% raster "
+                    "write delta_chi2.npz (maps, Wilks regions at 68.27/90/95/99 % for 2 dof, 90 % raster "
                     "limit per dm2), wilks.png and summary.json to the output directory.")
-    p.add_argument("--experiments", required=True,
-                   help="comma-separated experiment names (see `fcmlc experiments`) or TOML model files")
-    _add_grid_args(p)
+    add_experiments_arg(p)
+    add_grid_args(p)
     add_data_source_args(p)
     p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     p.add_argument("--fc", default=None, metavar="FILE",
@@ -47,51 +52,13 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_wilks)
 
 
-def _add_grid_args(p):
-    from .cli import add_grid_args
-
-    add_grid_args(p)
-
-
-def _grid_from_args(args):
-    from .cli import grid_from_args
-
-    return grid_from_args(args)
-
-
-def parse_levels(text: str) -> tuple:
-    """'0.68,0.9,0.95' -> (0.68, 0.9, 0.95); ValueError for anything outside (0, 1)."""
-    out = []
-    for tok in (t.strip() for t in str(text).split(",")):
-        if not tok:
-            continue
-        try:
-            v = float(tok)
-        except ValueError:
-            raise ValueError(f"--levels: {tok!r} is not a number") from None
-        if not 0 < v < 1:
-            raise ValueError(f"--levels: confidence levels must lie in (0, 1), got {tok}")
-        out.append(v)
-    if not out:
-        raise ValueError("--levels is empty")
-    if len(set(out)) != len(out):
-        raise ValueError(f"--levels: level listed twice in {text!r}")
-    return tuple(out)
-
-
 # ------------------------------------------------------------------------------------------- fc
 
 def cmd_fc(args) -> int:
-    from . import frequentist as fq
-    from .cli import parse_experiments
-    from .physics import Grid
-
-    if args.toys < 1:
-        raise ValueError(f"--toys must be >= 1, got {args.toys}")
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+    check_positive_int(args.toys, "--toys")
+    check_threads(args.threads, "--threads")
     levels = parse_levels(args.levels)
-    grid = _grid_from_args(args)
+    grid = grid_from_args(args)
     model = fq.Chi2Model(parse_experiments(args.experiments), grid)
     t0 = time.perf_counter()
     res = fq.feldman_cousins(model, n_toys=args.toys, seed=args.seed, levels=levels, out=args.output,
@@ -114,15 +81,10 @@ def cmd_fc(args) -> int:
 # ---------------------------------------------------------------------------------------- wilks
 
 def cmd_wilks(args) -> int:
-    from scipy.stats import chi2 as chi2_dist
+    from scipy.stats import chi2 as chi2_dist  # scipy: loaded by the command only, so `fcmlc --help` stays fast
 
-    from . import frequentist as fq
-    from .cli import parse_experiments
-    from .physics import Grid
-
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    grid = _grid_from_args(args)
+    check_threads(args.threads, "--threads")
+    grid = grid_from_args(args)
     model = fq.Chi2Model(parse_experiments(args.experiments), grid)
     fc = None
     if args.fc is not None:
@@ -130,10 +92,10 @@ def cmd_wilks(args) -> int:
             raise FileNotFoundError(f"--fc: file {args.fc!r} not found")
         fc = fq.FCResult.load(args.fc)
         if fc.grid != grid or tuple(fc.experiments) != tuple(model.names):
-            raise ValueError(f"--fc: {args.fc} was made for {list(fc.experiments)} on a {fc.grid.shape} grid, not "
-                             f"{list(model.names)} on {grid.shape}")
-    src = data_source(args, model.n_bins, lambda: model,
-                      lambda m, ue4, dm2, seed: fq.asimov_data(m, ue4, dm2, seed=seed))
+            raise IncompatibleError(f"--fc: {args.fc} was made for {list(fc.experiments)} on a {fc.grid.shape} "
+                                    f"grid, not {list(model.names)} on {grid.shape}")
+    src = data_source(model.n_bins, lambda: model,
+                      lambda m, ue4, dm2, seed: fq.asimov_data(m, ue4, dm2, seed=seed), **data_source_options(args))
     x, meta, truth = src.x, src.meta, src.truth
     t0 = time.perf_counter()
     scan = fq.chi2_scan(model, x, threads=args.threads)
@@ -160,8 +122,6 @@ def cmd_wilks(args) -> int:
         "raster_90_limits_found": int(np.isfinite(raster).sum()),
         "scan_seconds": dt,
     })
-    from .regions import edge_warnings
-
     iu, idm = grid.unravel(int(scan.best_index))
     warn = edge_warnings(int(iu), int(idm), scan.chi2.shape, {f"{100 * L:g}%": m for L, m in regions.items()},
                          point="best fit")
@@ -200,9 +160,7 @@ def cmd_wilks(args) -> int:
 
 
 def _plot(path, grid, regions, raster, best, truth, names, fc, delta):
-    from matplotlib.figure import Figure
-
-    from .plotting import draw_lines, draw_mask, level_label, setup_oscillation_axes
+    from matplotlib.figure import Figure  # matplotlib: loaded for the figure only
 
     fig = Figure(figsize=(6.2, 5.0), layout="constrained")
     ax = fig.subplots()
@@ -219,10 +177,8 @@ def _plot(path, grid, regions, raster, best, truth, names, fc, delta):
         for L, ls in zip(fc.levels, styles):
             draw_mask(ax, fc.region(delta, L), grid.ue4, grid.dm2, label=f"FC {level_label(L)}", color="tab:red",
                       linestyle=ls)
-    from .plotting import to_xaxis
-
     ax.plot(to_xaxis(best[0]), best[1], "*", color="tab:orange", markersize=10, label="best fit")
     if truth is not None and truth[0] > 0 and truth[1] > 0:
         ax.plot(to_xaxis(truth[0]), truth[1], "x", color="k", markersize=8, label="truth")
     ax.legend(loc="lower left", fontsize=8)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)

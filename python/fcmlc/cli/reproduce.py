@@ -1,12 +1,14 @@
-"""`fcmlc reproduce`: the paper's tasks end to end with a Markdown report (registered by :mod:`fcmlc.cli`)."""
+"""`fcmlc reproduce`: the paper's tasks end to end with a Markdown report."""
 from __future__ import annotations
 
 import time
 
+from .._checks import check_seed, check_threads
+from ..reproduce import SCALES, TASKS, reproduce
+from ._args import add_dm2_range_arg
+
 
 def register(subparsers) -> None:
-    from .reproduce import SCALES, TASKS
-
     scales = "; ".join(f"'{s.name}': {s.description}" for s in SCALES.values())
     p = subparsers.add_parser(
         "reproduce", help="run simulate -> train -> FC -> validation for the paper's tasks and write a report",
@@ -30,26 +32,14 @@ def register(subparsers) -> None:
     p.add_argument("--data-dir", default=None,
                    help="folder with the public data releases (prospect-2020-oscillation/, danss-2018/, "
                         "neos-2017/); default <repo>/../shared/data when it exists")
-    p.add_argument("--dm2-range", type=_dm2_range, default=None, metavar="LO:HI",
-                   help="dm2 range of the grid in eV^2 (default 0.01:10, the paper's; e.g. 0.01:100 for a global "
-                        "fit whose best point sits at 10 eV^2)")
+    add_dm2_range_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no step banners or progress bars")
     p.set_defaults(func=cmd_reproduce)
 
 
-def _dm2_range(text):
-    from .cli import _dm2_range_arg
-
-    return _dm2_range_arg(text)
-
-
 def cmd_reproduce(args) -> int:
-    from .reproduce import reproduce
-
-    if args.threads is not None and args.threads < 1:
-        raise ValueError("--threads must be >= 1")
-    if args.seed < 0:
-        raise ValueError("--seed must be >= 0")
+    check_threads(args.threads, "--threads")
+    check_seed(args.seed, "--seed")
     t0 = time.perf_counter()
     path = reproduce(args.task, args.scale, args.output, threads=args.threads, seed=args.seed,
                      data_dir=args.data_dir, progress=not args.no_progress, dm2_range=args.dm2_range)

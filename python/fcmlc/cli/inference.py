@@ -1,0 +1,165 @@
+"""`fcmlc train` and `fcmlc fit`: the FCMLC inference commands."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from .._checks import check_positive_int, check_threads
+from .._io import atomic_write_json, save_figure
+from ..data_vectors import model_data_source
+from ..fit_summary import fit_summary
+from ._args import add_data_dir_arg, add_data_source_args, add_mc_dropout_args, add_model_arg, data_source_options
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train an FCMLC model (regressor, flow, transition matrix) on a simulation dataset",
+        description="Train the MC-dropout regressor, then the conditional flow p(y|y_hat), then the transition "
+                    "matrix, on the 'train' split of a dataset written by `fcmlc simulate`, and save the model "
+                    "directory. Defaults are the paper's Tables III/IV (batch 32, patience 50: hours on a CPU "
+                    "at paper scale); --fast keeps the networks but uses a schedule that trains a paper-scale "
+                    "single-experiment dataset within about 20 minutes on 2 CPU cores.")
+    p.add_argument("dataset", help="HDF5 dataset from `fcmlc simulate`")
+    p.add_argument("-o", "--output", required=True, help="model directory to write")
+    p.add_argument("--experiments", default=None,
+                   help="comma-separated subset of the dataset's experiments to train on (default: all)")
+    p.add_argument("--max-epochs", "--epochs", dest="max_epochs", type=int, default=None, metavar="N",
+                   help="maximum epochs for the regressor and for the flow (default 10000 / 200+100 with --fast)")
+    p.add_argument("--patience", type=int, default=None, metavar="N",
+                   help="early-stopping patience in epochs for both networks (default 50 / 8 with --fast)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="S",
+                   help="wall-clock seconds for regressor + flow training (default: no limit / 840 with --fast; "
+                        "0 = no limit)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--fast", action="store_true",
+                   help="the 'fast' preset: regressor batch 256, lr 2e-3 with reduce-on-plateau, patience 8, "
+                        "14-minute time budget for the two networks (see fcmlc.models.training)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads during training (default: torch's default; at batch 32 on a CPU 1 thread "
+                        "is often fastest)")
+    p.add_argument("--config", default=None, metavar="JSON",
+                   help="JSON file (or inline JSON) of training settings overlaying the defaults")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+    p = subparsers.add_parser(
+        "fit", help="posterior p(y|x) from a trained FCMLC model for one data vector",
+        description="Compute the FCMLC posterior over (|Ue4|, dm2) for one data vector and write "
+                    "posterior.npz, posterior.png and summary.json to the output directory.")
+    add_model_arg(p)
+    add_data_source_args(p)
+    p.add_argument("-o", "--output", required=True, help="result directory")
+    add_mc_dropout_args(p)
+    p.add_argument("--bandwidth", default="normal_reference", choices=("normal_reference", "cv_ml"),
+                   help="KDE bandwidth rule (default normal_reference; cv_ml: statsmodels' ML cross-validation)")
+    p.add_argument("--threads", type=int, default=None, help="threads for the KDE and integration (default: all)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
+    add_data_dir_arg(p)
+    p.set_defaults(func=cmd_fit)
+
+
+# ----------------------------------------------------------------------------------------- train
+
+def _read_config_arg(text) -> dict:
+    """--config: a JSON file or inline JSON text holding an object ({} without --config)."""
+    if text is None:
+        return {}
+    p = Path(text)
+    raw = p.read_text() if p.is_file() else text
+    try:
+        cfg = json.loads(raw)
+    except ValueError as e:
+        raise ValueError(f"--config: not a JSON file or JSON text ({e})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError("--config must hold a JSON object")
+    return cfg
+
+
+def cmd_train(args) -> int:
+    from ..models import train  # torch: loaded by the command only, so `fcmlc --help` stays fast
+
+    cfg = _read_config_arg(args.config)
+    if args.fast:
+        if cfg.get("hyperparameters", "fast") != "fast":
+            raise ValueError(f"--fast conflicts with \"hyperparameters\": {cfg['hyperparameters']!r} in --config")
+        cfg["hyperparameters"] = "fast"
+    if args.max_epochs is not None:
+        check_positive_int(args.max_epochs, "--max-epochs")
+        cfg.setdefault("regressor", {})["max_epochs"] = args.max_epochs
+        cfg.setdefault("flow", {})["max_epochs"] = args.max_epochs
+    if args.patience is not None:
+        check_positive_int(args.patience, "--patience")
+        cfg.setdefault("regressor", {})["patience"] = args.patience
+        cfg.setdefault("flow", {})["patience"] = args.patience
+    if args.time_budget is not None:
+        if args.time_budget < 0:
+            raise ValueError("--time-budget must be >= 0 seconds (0: no limit)")
+        cfg["time_budget"] = None if args.time_budget == 0 else args.time_budget
+    if args.threads is not None:
+        check_threads(args.threads, "--threads")
+        cfg["threads"] = args.threads
+    experiments = None if args.experiments is None else [s.strip() for s in args.experiments.split(",") if s.strip()]
+    t0 = time.perf_counter()
+    model = train(args.dataset, out=args.output, experiments=experiments, config=cfg, device=args.device,
+                  seed=args.seed, progress=not args.no_progress)
+    tr = model.info["training"]
+    r, f = tr["regressor"], tr["flow"]
+    print(f"{args.output}: FCMLC model for {', '.join(model.experiments)} ({model.n_features} features)")
+    print(f"  regressor: {r['epochs']} epochs ({r['stop_reason']}), best validation MSE {r['best_val_mse']:.4g} "
+          f"(standardised units), {r['seconds']:.0f} s")
+    print(f"  flow:      {f['epochs']} epochs ({f['stop_reason']}), best validation NLL {f['best_val_nll']:.4g}, "
+          f"{f['seconds']:.0f} s")
+    print(f"  transition matrix {model.transition.shape[0]} x {model.transition.shape[1]}: "
+          f"{tr['transition_seconds']:.0f} s; total {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- fit
+
+def cmd_fit(args) -> int:
+    from ..models import FCMLC  # torch: loaded by the command only, so `fcmlc --help` stays fast
+
+    model = FCMLC.load(args.model, device=args.device)
+    src = model_data_source(model, data_dir=args.data_dir, **data_source_options(args))
+    x, meta, truth = src.x, src.meta, src.truth
+
+    t0 = time.perf_counter()
+    post = model.posterior(x, n_samples=args.samples, seed=args.mc_seed, bandwidth=args.bandwidth,
+                           threads=args.threads)
+    dt = time.perf_counter() - t0
+    meta.update({"samples": args.samples, "mc_seed": args.mc_seed, "bandwidth": args.bandwidth,
+                 "seconds": dt})
+
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    post.to_npz(out / "posterior.npz")
+    summary = fit_summary(post, model, meta)
+    atomic_write_json(out / "summary.json", summary)
+    _plot(post, out / "posterior.png", truth, model)
+    _print_summary(summary, out)
+    return 0
+
+
+def _plot(post, path, truth, model):
+    from matplotlib.figure import Figure  # matplotlib: loaded for the figure only
+
+    fig = Figure(figsize=(6.0, 5.0), layout="constrained")
+    ax = fig.subplots()
+    post.plot(ax=ax, truth=truth)
+    ax.set_title(f"FCMLC posterior: {', '.join(model.experiments)}")
+    save_figure(fig, path, dpi=120)
+
+
+def _print_summary(s, out):
+    b = s["best_point"]
+    print(f"FCMLC fit ({s['input']}, {s['samples']} samples, {s['seconds'] * 1e3:.0f} ms) -> {out}")
+    print(f"  best point: |Ue4| = {b['ue4']:.4g}, sin^2(2 theta) = {b['sin2_2theta']:.4g}, dm2 = {b['dm2']:.4g} eV^2")
+    for r in s["regions"]:
+        lv = f"{r['level']:.2f}"
+        ex = "excluded" if s["excludes_null"][lv] else "not excluded"
+        print(f"  {100 * r['level']:.0f}% credible region: {r['cells']} cells ({100 * r['fraction']:.1f}% of the "
+              f"plane); no-oscillation edge {ex}")
+    if s.get("edge_warnings"):
+        print(f"  warning: {'; '.join(s['edge_warnings'])}: the posterior may continue beyond the grid")
