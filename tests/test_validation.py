@@ -270,6 +270,31 @@ def test_coverage_rejects_bad_input(best_fc):
         coverage(m, trials=5, fc=half, methods=("fc",))
 
 
+def test_validation_checks_follow_the_common_rules(best_fc, tmp_path):
+    """Seeds follow the one rule of fcmlc._checks ([0, 2^64)); compare and coverage share one
+    Feldman-Cousins compatibility check; a saved coverage file leaves no temporary behind."""
+    from fcmlc.exceptions import IncompatibleError
+
+    grid, fc = best_fc
+    m = ranges_only("BEST", grid)
+    with pytest.raises(ValueError, match=r"seed must be an integer in \[0, 2\^64\)"):
+        coverage(m, trials=5, methods=("wilks",), grid=grid, seed=2 ** 64)
+    with pytest.raises(ValueError, match="seed"):
+        coverage(m, trials=5, methods=("wilks",), grid=grid, seed=-1)
+    res = coverage(m, trials=5, methods=("wilks",), grid=grid, seed=2 ** 64 - 1)
+    assert res.meta["seed"] == 2 ** 64 - 1
+    other = dataclasses.replace(fc, definition_hashes=tuple("x" * 16 for _ in fc.definition_hashes))
+    x = np.zeros(ex.load("BEST").n_bins)
+    for call in (lambda: coverage(m, trials=5, fc=other, methods=("fc",)), lambda: compare(m, x, fc=other)):
+        with pytest.raises(IncompatibleError, match="other definitions of BEST"):
+            call()
+    with pytest.raises(IncompatibleError, match="is for"):
+        compare(ranges_only("STEREO", grid), np.zeros(ex.load("STEREO").n_bins), fc=fc)
+    path = res.save(tmp_path / "cov.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cov.npz"]
+    assert CoverageResult.load(path).meta["seed"] == 2 ** 64 - 1
+
+
 # ---------------------------------------------------------------------------------------------
 # compare
 

@@ -1,0 +1,140 @@
+"""What the validation takes in, checked: the FCMLC model, its experiments, the chi2 grid and
+an optional Feldman-Cousins result.
+
+The model may be an :class:`fcmlc.models.FCMLC`, a model directory, or any stand-in with
+``experiments``, ``y_grid`` and ``posterior_density`` (e.g. an exact posterior in the tests).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from .. import experiments as ex
+from .._checks import same_name
+from ..exceptions import IncompatibleError
+from ..frequentist import FCResult, resolve_experiments
+from ..physics import Grid
+from .raster import EDGE_TOL
+
+__all__ = ["load_model", "load_fc", "model_experiments", "y_ranges", "default_chi2_grid", "check_grid_inside",
+           "check_fc_compatible", "chi2_grid"]
+
+
+def load_model(model):
+    """An FCMLC model: loaded (on the CPU) from a model directory, or checked to offer
+    ``experiments``, ``y_grid`` and ``posterior_density``."""
+    if isinstance(model, (str, os.PathLike)):
+        from ..models import FCMLC  # torch: loaded only when a model is
+
+        return FCMLC.load(model, device="cpu")
+    for attr in ("experiments", "y_grid", "posterior_density"):
+        if not hasattr(model, attr):
+            raise ValueError(f"model must be an FCMLC model (or a model directory); {type(model).__name__} has no "
+                             f"{attr!r}")
+    return model
+
+
+def load_fc(fc):
+    """None, an :class:`fcmlc.frequentist.FCResult`, or one read from the path of an ``fcmlc fc`` file."""
+    if fc is None:
+        return None
+    if isinstance(fc, (str, os.PathLike)):
+        p = Path(fc)
+        if not p.is_file():
+            raise FileNotFoundError(f"Feldman-Cousins file {str(p)!r} not found")
+        return FCResult.load(p)
+    if not isinstance(fc, FCResult):
+        raise ValueError(f"fc must be an FCResult or the path of an `fcmlc fc` HDF5 file, got {type(fc).__name__}")
+    return fc
+
+
+def model_experiments(model, experiments):
+    """Experiment objects (an ExperimentSet) in the model's feature order.
+
+    Warns (at the caller of the validation function) when an experiment's definition differs
+    from the one the model was trained on."""
+    exps = resolve_experiments(model.experiments if experiments is None else experiments)
+    names = [e.name for e in exps]
+    if len(names) != len(model.experiments) or not all(map(same_name, names, model.experiments)):
+        raise IncompatibleError(f"experiments {names} differ from the model's {list(model.experiments)} (same names, "
+                                "same order needed)")
+    saved = (getattr(model, "info", None) or {}).get("experiment_hashes") or {}
+    changed = [e.name for e in exps if saved.get(e.name) and saved[e.name] != e.definition_hash]
+    if changed:
+        warnings.warn(f"the definition of {', '.join(changed)} differs from the one the model was trained on: "
+                      "the validation may not be meaningful", stacklevel=3)
+    eset = ex.combine(exps)
+    n_feat = getattr(model, "n_features", None)
+    if n_feat is not None and eset.n_bins != int(n_feat):
+        raise IncompatibleError(f"the experiments {names} have {eset.n_bins} bins but the model expects {n_feat} "
+                                "features")
+    return eset
+
+
+def y_ranges(model):
+    """((|Ue4| min, max), (dm2 min, max)) of the model's posterior grid."""
+    yg = model.y_grid
+    return tuple(map(float, yg.ue4_range)), tuple(map(float, yg.dm2_range))
+
+
+def default_chi2_grid(model) -> Grid:
+    """The model's training grid (from its dataset record), else n + 1 points per axis over its y grid."""
+    d = (getattr(model, "info", None) or {}).get("dataset") or {}
+    if d.get("grid"):
+        return Grid.from_dict(d["grid"])
+    (u0, u1), (d0, d1) = y_ranges(model)
+    return Grid((u0, u1), (d0, d1), (model.y_grid.n_ue4 + 1, model.y_grid.n_dm2 + 1))
+
+
+def check_grid_inside(grid: Grid, urange, drange):
+    """The chi2 grid's points must lie inside the posterior grid's cells (so a truth on a grid
+    point has a posterior cell, and both methods see the same parameter space)."""
+    lu, ld = np.log10(grid.ue4_range), np.log10(grid.dm2_range)
+    pu, pd = np.log10(urange), np.log10(drange)
+    tol = EDGE_TOL
+    if lu[0] < pu[0] - tol or lu[1] > pu[1] + tol or ld[0] < pd[0] - tol or ld[1] > pd[1] + tol:
+        raise IncompatibleError(f"the chi2 grid spans |Ue4| {grid.ue4_range}, dm2 {grid.dm2_range} eV^2, outside the "
+                                f"model's posterior grid (|Ue4| {urange}, dm2 {drange}): use a grid over the model's "
+                                "ranges")
+
+
+def check_fc_compatible(fc: FCResult, eset, levels=None, grid: Grid | None = None) -> Grid:
+    """The one check that a Feldman-Cousins result fits a validation: computed for the same
+    experiments (names in order, and definitions where both record a hash), complete, holding
+    every level in ``levels`` (None: levels not needed) and on ``grid`` when one is given.
+    Returns the FC result's grid (the chi2 grid of the validation)."""
+    if len(fc.experiments) != len(eset.names) or not all(map(same_name, fc.experiments, eset.names)):
+        raise IncompatibleError(f"the Feldman-Cousins result is for {list(fc.experiments)} but the model is for "
+                                f"{eset.names}")
+    hashes = [e.definition_hash for e in eset.experiments]
+    bad = [n for n, a, b in zip(eset.names, fc.definition_hashes, hashes) if a and b and a != b]
+    if bad:
+        raise IncompatibleError(f"the Feldman-Cousins result was computed with other definitions of {', '.join(bad)}")
+    if not fc.complete:
+        raise ValueError(f"the Feldman-Cousins result is incomplete ({int(fc.done.sum())}/{fc.done.size} grid "
+                         "points): finish it by rerunning the same `fcmlc fc` command")
+    if levels is not None:
+        missing = [L for L in levels if not any(abs(L - f) < 1e-9 for f in fc.levels)]
+        if missing:
+            raise ValueError(f"levels {missing} were not computed: they are not in the Feldman-Cousins result (it "
+                             f"has {list(fc.levels)}); choose levels among those")
+    if grid is not None and grid != fc.grid:
+        raise IncompatibleError("grid differs from the Feldman-Cousins result's grid")
+    return fc.grid
+
+
+def chi2_grid(model, eset, fc=None, grid: Grid | None = None, fc_levels=None) -> Grid:
+    """The chi2 grid of a validation: the FC result's (checked by :func:`check_fc_compatible`,
+    with ``fc_levels`` the levels it must hold), else ``grid``, else the model's default
+    (:func:`default_chi2_grid`); its points must lie inside the model's posterior grid."""
+    if fc is not None:
+        grid = check_fc_compatible(fc, eset, fc_levels, grid)
+    elif grid is None:
+        grid = default_chi2_grid(model)
+    if not isinstance(grid, Grid):
+        raise ValueError(f"grid must be an fcmlc Grid, got {type(grid).__name__}")
+    check_grid_inside(grid, *y_ranges(model))
+    return grid
