@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 from .._checks import check_seed, check_threads
-from ..reproduce import SCALES, TASKS, reproduce
+from ..reproduce import SCALES, TASKS
 from ._args import add_dm2_range_arg
 
 
@@ -38,6 +38,8 @@ def register(subparsers) -> None:
 
 
 def cmd_reproduce(args) -> int:
+    from ..reproduce import reproduce  # the whole pipeline (scipy, torch): loaded by the command only
+
     check_threads(args.threads, "--threads")
     check_seed(args.seed, "--seed")
     t0 = time.perf_counter()

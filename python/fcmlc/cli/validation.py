@@ -7,7 +7,6 @@ from pathlib import Path
 from .._checks import check_positive_int
 from .._io import atomic_write_json, save_figure
 from ..data_vectors import model_data_source, model_experiments
-from ..validation import compare, coverage
 from ._args import (add_data_dir_arg, add_data_source_args, add_mc_dropout_args, add_model_arg, data_source_options,
                     grid_arg)
 
@@ -63,10 +62,12 @@ def register(subparsers) -> None:
 # ------------------------------------------------------------------------------------ coverage
 
 def cmd_coverage(args) -> int:
-    # matplotlib and torch: loaded by the command only, so `fcmlc --help` stays fast
+    # matplotlib, torch and scipy (through the validation stage): loaded by the command only, so
+    # `fcmlc --help` stays fast
     from matplotlib.figure import Figure
 
     from ..models import FCMLC
+    from ..validation import coverage
 
     check_positive_int(args.trials, "--trials")
     model = FCMLC.load(args.model, device="cpu")
@@ -102,7 +103,9 @@ def cmd_coverage(args) -> int:
 # ------------------------------------------------------------------------------------ compare
 
 def cmd_compare(args) -> int:
-    from ..models import FCMLC  # torch: loaded by the command only, so `fcmlc --help` stays fast
+    # torch and scipy (through the validation stage): loaded by the command only, so `fcmlc --help` stays fast
+    from ..models import FCMLC
+    from ..validation import compare
 
     model = FCMLC.load(args.model, device="cpu")
     src = model_data_source(model, data_dir=args.data_dir, **data_source_options(args))
