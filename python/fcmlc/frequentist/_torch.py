@@ -1,7 +1,7 @@
 """PyTorch backend of the Feldman-Cousins toys (``feldman_cousins(..., backend='torch')``).
 
 It evaluates the same chi2 as the C++ kernel (the whitening-projections A_e, linear deficits
-d_e(dm2) or general offsets m_e(p) of :class:`fcmlc.frequentist.Chi2Model`), in float64, on
+d_e(dm2) or general offsets m_e(p) of :class:`fcmlc.frequentist.chi2.Chi2Model`), in float64, on
 `device` (default: CUDA when available, else CPU), for all toys of a grid point at once.
 
 The toys are *statistically* equivalent to the C++ ones, not the same draws:
@@ -34,6 +34,7 @@ def _torch():
 
 
 def resolve_device(device=None):
+    """The torch device to run on: `device`, or CUDA when available, else the CPU."""
     torch = _torch()
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -52,7 +53,7 @@ class _TorchModel:
     """Device copies of a Chi2Model's reduced arrays (built once per model and device)."""
 
     def __init__(self, model, dev):
-        norm = [p.name for p in model._parts if getattr(p, "norm", False)]
+        norm = [p.name for p in model.parts if p.norm]
         if norm:
             raise ValueError(f"the torch FC backend does not implement the multiplicative normalisation-group "
                              f"profile yet ({', '.join(norm)} have normalisation groups); use backend='cpu'")
@@ -64,7 +65,7 @@ class _TorchModel:
         self.n_dm2, self.n_ue4 = g.n_dm2, g.n_ue4
         self.parts = []
         nsum = torch.zeros(g.n_dm2, dtype=torch.float64, device=dev)
-        for p in model._parts:
+        for p in model.parts:
             s = p.sampler
             A = t(p.A)
             q = {"A": A, "N0": t(p.N0), "linear": p.linear, "kind": s.kind, "stream": int(s.stream), "sampler": s}
