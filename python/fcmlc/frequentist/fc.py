@@ -13,6 +13,7 @@ from .. import _core
 from .._checks import check_levels, check_positive_int, check_seed, check_threads
 from .._resumable import open_output, run_chunks, run_output
 from ..physics import Grid
+from ._torch import fc_toys_torch, resolve_device
 from .chi2 import Chi2Model
 from .fc_result import FCOutput, FCResult, fc_settings, point_chunks
 
@@ -47,8 +48,6 @@ def _check_backend(backend):
 def _toys(model, pid, mu, n_toys, seed, toy_offset, return_best, threads, backend, device):
     if backend == "cpu":
         return _core.fc_toys(model.kernel, pid, mu, n_toys, seed, toy_offset, return_best, threads)
-    from ._torch import fc_toys_torch
-
     return fc_toys_torch(model, pid, mu, n_toys, seed, toy_offset, return_best, device)
 
 
@@ -115,8 +114,6 @@ def feldman_cousins(experiments, grid: Grid | None = None, n_toys: int = 1000, s
     _check_backend(backend)
     toy_source = "simulate"
     if backend == "torch":
-        from ._torch import resolve_device
-
         device = str(resolve_device(device))
         toy_source = f"torch-{device.split(':')[0]}"
     if points is None:

@@ -27,6 +27,7 @@ from .._io import atomic_path
 from .._resumable import ChunkedOutput
 from ..exceptions import FormatError, IncompatibleError
 from ..physics import Grid
+from .wilks import wilks_threshold
 
 #: HDF5 format tag of Feldman-Cousins result files.
 FC_FORMAT = "fcmlc-feldman-cousins"
@@ -196,7 +197,21 @@ class FCResult:
         with np.errstate(invalid="ignore"):
             return np.where(np.isnan(c), False, d <= c)
 
+    def critical_summary(self) -> dict:
+        """{level: {"median", "min", "max": of the critical values over the computed grid points,
+        "wilks_2dof": the Wilks threshold for comparison}} (what `fcmlc fc` prints); {} when no
+        point is computed."""
+        if not np.any(self.done):
+            return {}
+        out = {}
+        for L in self.levels:
+            v = self.critical_value(L)[self.done]
+            out[L] = {"median": float(np.median(v)), "min": float(v.min()), "max": float(v.max()),
+                      "wilks_2dof": wilks_threshold(L, 2)}
+        return out
+
     def settings(self) -> dict:
+        """The settings stored with this result (:func:`fc_settings`)."""
         return fc_settings(self.grid, self.n_toys, self.seed, self.levels, self.experiments, self.definition_hashes,
                            self.model_digest, self.toys is not None, self.fcmlc_version, self.toy_source)
 
