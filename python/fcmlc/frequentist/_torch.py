@@ -24,6 +24,8 @@ import struct
 
 import numpy as np
 
+from .._checks import check_positive_int
+
 
 def _torch():
     try:
@@ -96,9 +98,9 @@ def fc_toys_torch(model, point_ids, mu, n_toys: int, seed: int, toy_offset: int 
         cache[key] = _TorchModel(model, dev)
     tm = cache[key]
     pid = np.asarray(point_ids, dtype=np.int64)
-    n_toys, toy_offset = int(n_toys), int(toy_offset)
-    if n_toys < 1 or toy_offset < 0:
-        raise ValueError("n_toys must be >= 1 and toy_offset >= 0")
+    n_toys, toy_offset = check_positive_int(n_toys, "n_toys"), int(toy_offset)
+    if toy_offset < 0:
+        raise ValueError(f"toy_offset must be >= 0, got {toy_offset}")
     delta = np.empty((pid.size, n_toys))
     best = np.empty((pid.size, n_toys), dtype=np.int64) if return_best else None
     s2 = tm.s2
