@@ -29,7 +29,7 @@ import numpy as np
 from fcmlc import __version__
 from fcmlc import frequentist as fq
 from fcmlc.physics import Grid
-from fcmlc.simulation import realizations
+from fcmlc.simulation import covariance_factor, expectation_rows, realizations
 from _common import cpu_model, timeit
 
 
@@ -55,13 +55,11 @@ def numpy_scan(x, mu, P):
 
 def numpy_fc_float32(model, e, pids, n_toys, seed):
     """NumPy float32 FC for STEREO at points `pids`: Delta-chi2 (len(pids), n_toys)."""
-    part = model._parts[0]
+    part = model.parts[0]
     A = part.A.astype(np.float32)
     N0 = part.N0.astype(np.float32)
     M = ((np.asarray(e.expectation_grid(model.grid)) - part.N0) @ part.A.T).astype(np.float32)  # (P, k)
     M2 = np.einsum("pk,pk->p", M, M)
-    from fcmlc.simulation import covariance_factor
-
     Ft, _ = covariance_factor(e.covariance)
     F = Ft.T.astype(np.float32)
     rng = np.random.default_rng(seed)
@@ -88,13 +86,13 @@ def global_whitened(model):
     def whiten(X):
         X = np.atleast_2d(X)
         out, o = [], 0
-        for part in model._parts:
+        for part in model.parts:
             out.append((X[:, o:o + part.n_bins] - part.N0) @ part.A.T)
             o += part.n_bins
         return np.concatenate(out, axis=1)
 
     pts = model.grid.points()
-    mu = np.concatenate([np.asarray(model._expectation_rows(e, pts[:, 0], pts[:, 1]), dtype=float)
+    mu = np.concatenate([np.asarray(expectation_rows(e, pts[:, 0], pts[:, 1]), dtype=float)
                          for e in model.experiments], axis=1)
     return whiten(mu), whiten
 

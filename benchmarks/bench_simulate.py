@@ -38,7 +38,7 @@ import fcmlc
 from fcmlc import _core, reference
 from fcmlc import experiments as ex
 from fcmlc.physics import Grid
-from fcmlc.simulation import _Sampler, expectation_rows
+from fcmlc.simulation import Sampler, expectation_rows
 from _common import cpu_model
 
 ALL = ["STEREO", "PROSPECT", "DANSS", "NEOS", "GALLIUM", "BEST"]
@@ -96,7 +96,7 @@ def numpy_simulate(names, grid, n_per_point, seed, out, chunk_points):
     import h5py
 
     exps = [ex.load(n) for n in names]
-    smps = [_Sampler.of(e) for e in exps]
+    smps = [Sampler.of(e) for e in exps]
     pts = grid.points()
     rng = np.random.Generator(np.random.Philox(seed))
     with h5py.File(out, "w") as f:
@@ -123,10 +123,10 @@ def child(argv):
         fcmlc.simulate(names, grid, n_per_point=int(per), seed=int(seed), out=out,
                        threads=None if threads == "None" else int(threads), progress=False)
     else:
-        from fcmlc.simulation import _default_chunk_points
+        from fcmlc.simulation import default_chunk_points
 
         nb = sum(ex.load(x).n_bins for x in names)
-        numpy_simulate(names, grid, int(per), int(seed), out, _default_chunk_points(nb, int(per), 4))
+        numpy_simulate(names, grid, int(per), int(seed), out, default_chunk_points(nb, int(per), 4))
     dt = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"seconds": dt, "peak_rss": rss}))
@@ -171,7 +171,7 @@ def main(argv=None):
 
     # 2. Gaussian residuals (STEREO) ----------------------------------------------------------
     stereo = ex.load("STEREO")
-    smp = _Sampler.of(stereo)
+    smp = Sampler.of(stereo)
     pts = grid.points()
     mu = expectation_rows(stereo, pts[:, 0], pts[:, 1])
     pid = np.arange(grid.n_points, dtype=np.int64)
@@ -190,12 +190,12 @@ def main(argv=None):
     def ours_pulls():
         for name in ("GALLIUM", "BEST"):
             e = ex.load(name)
-            _Sampler.of(e).sample(expectation_rows(e, pts[:, 0], pts[:, 1]), 1, pid, args.per_point, 0, True, threads)
+            Sampler.of(e).sample(expectation_rows(e, pts[:, 0], pts[:, 1]), 1, pid, args.per_point, 0, True, threads)
 
     def np_pulls():
         for name in ("GALLIUM", "BEST"):
             e = ex.load(name)
-            numpy_pulls(rng, expectation_rows(e, pts[:, 0], pts[:, 1]), _Sampler.of(e), args.per_point)
+            numpy_pulls(rng, expectation_rows(e, pts[:, 0], pts[:, 1]), Sampler.of(e), args.per_point)
 
     t_k, _ = best_of(ours_pulls, args.repeat)
     t_r, _ = best_of(np_pulls, max(1, args.repeat - 1))

@@ -23,6 +23,7 @@ from scipy import stats
 
 from fcmlc import experiments as ex
 from fcmlc import frequentist as fq
+from fcmlc.frequentist import fc as fq_fc
 from fcmlc.physics import Grid, sin2_2theta, ue4_from_sin2_2theta
 from fcmlc.simulation import realizations
 
@@ -419,7 +420,7 @@ def test_fc_resume_gives_identical_file(fc_model, fc_reference, tmp_path, monkey
     assert _file_digest(p1) == _file_digest(ref_path)
     # 2) interrupted mid-run (Ctrl-C after the third chunk), then resumed with other threads/chunks
     p2 = tmp_path / "killed.h5"
-    real = fq._fc_chunk
+    real = fq_fc.fc_chunk
     calls = {"n": 0}
 
     def flaky(*a, **k):
@@ -428,17 +429,17 @@ def test_fc_resume_gives_identical_file(fc_model, fc_reference, tmp_path, monkey
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(fq, "_fc_chunk", flaky)
+    monkeypatch.setattr(fq_fc, "fc_chunk", flaky)
     with pytest.raises(KeyboardInterrupt):
         fq.feldman_cousins(fc_model, n_toys=40, seed=7, out=p2, threads=1, chunk_points=10, progress=False)
-    monkeypatch.setattr(fq, "_fc_chunk", real)
+    monkeypatch.setattr(fq_fc, "fc_chunk", real)
     with h5py.File(p2, "r") as f:
         assert f["done"][...].sum() == 30 and not f.attrs["complete"]
     res = fq.feldman_cousins(fc_model, n_toys=40, seed=7, out=p2, threads=2, chunk_points=33, progress=False)
     assert res.complete
     assert _file_digest(p2) == _file_digest(ref_path)
     # a finished file is loaded, not recomputed
-    monkeypatch.setattr(fq, "_fc_chunk", lambda *a, **k: pytest.fail("recomputed a finished file"))
+    monkeypatch.setattr(fq_fc, "fc_chunk", lambda *a, **k: pytest.fail("recomputed a finished file"))
     again = fq.feldman_cousins(fc_model, n_toys=40, seed=7, out=p2, progress=False)
     np.testing.assert_array_equal(again.critical, res.critical)
 
@@ -642,11 +643,11 @@ class _WithPrior:
 
 def _realize(exps, ue4, dm2, n_per_point, seed, point_ids=None):
     """simulate's realizations for duck-typed experiments too (its samplers and keying)."""
-    from fcmlc.simulation import _Sampler, expectation_rows
+    from fcmlc.simulation import Sampler, expectation_rows
 
     ue4, dm2 = np.atleast_1d(ue4).astype(float), np.atleast_1d(dm2).astype(float)
     pid = np.arange(ue4.size) if point_ids is None else np.asarray(point_ids, dtype=np.int64)
-    return np.concatenate([_Sampler.of(e).sample(expectation_rows(e, ue4, dm2), seed, pid, n_per_point)
+    return np.concatenate([Sampler.of(e).sample(expectation_rows(e, ue4, dm2), seed, pid, n_per_point)
                            for e in exps], axis=2)
 
 

@@ -13,7 +13,7 @@ import pytest
 import fcmlc
 from fcmlc import experiments as ex
 from fcmlc import simulation
-from fcmlc.dataset import SPLIT_STREAM, open_dataset, paper_split
+from fcmlc.dataset import SPLIT_STREAM, DatasetOutput, open_dataset, paper_split
 from fcmlc.physics import Grid
 
 EXPS = ["STEREO", "GALLIUM", "DANSS"]  # a covariance model, a pull model and the ratio model
@@ -119,7 +119,7 @@ def test_split_is_the_papers(base):
 def test_resume_after_keyboard_interrupt(base, tmp_path, monkeypatch):
     out = tmp_path / "ctrlc.h5"
     calls = {"n": 0}
-    orig = simulation._write
+    orig = DatasetOutput.write
 
     def flaky(*a, **k):
         calls["n"] += 1
@@ -127,12 +127,12 @@ def test_resume_after_keyboard_interrupt(base, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return orig(*a, **k)
 
-    monkeypatch.setattr(simulation, "_write", flaky)
+    monkeypatch.setattr(DatasetOutput, "write", flaky)
     with pytest.raises(KeyboardInterrupt):
         fcmlc.simulate(EXPS, GRID, n_per_point=6, seed=11, out=out, chunk_points=3, progress=False)
     with h5py.File(out, "r") as f:
         assert not f.attrs["complete"] and f["progress/done"][...].sum() == 3
-    monkeypatch.setattr(simulation, "_write", orig)
+    monkeypatch.setattr(DatasetOutput, "write", orig)
     fcmlc.simulate(EXPS, GRID, n_per_point=6, seed=11, out=out, progress=False)
     assert digest_without_chunking(out) == digest_without_chunking(base)
 
@@ -154,25 +154,25 @@ KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
     import numpy as np
     import fcmlc
-    from fcmlc import simulation
+    from fcmlc.dataset import DatasetOutput
     from fcmlc.physics import Grid
 
     out, mode = sys.argv[1], sys.argv[2]
-    orig = simulation._write
+    orig = DatasetOutput.write
     n = dict(calls=0)
 
-    def dying(c, parts, job, dsets, done, f, bar):
+    def dying(self, f, c, parts, seconds):
         n["calls"] += 1
         if n["calls"] == 5:
             if mode == "mid-write":  # half the chunk's data on disk, not marked done
-                p0 = c * job.chunk_points
-                dsets[0][p0:p0 + 1] = np.full_like(parts[0][:1], 1e30)
+                p0 = c * self.chunk_points
+                f["data"][self.spec.experiments[0]][p0:p0 + 1] = np.full_like(parts[0][:1], 1e30)
                 f.flush()
             os.kill(os.getpid(), signal.SIGKILL)
-        return orig(c, parts, job, dsets, done, f, bar)
+        return orig(self, f, c, parts, seconds)
 
     if mode != "none":
-        simulation._write = dying
+        DatasetOutput.write = dying
     fcmlc.simulate({exps!r}, Grid(shape={shape!r}), n_per_point=6, seed=11, out=out, chunk_points=3,
                    progress=False)
 """).format(exps=EXPS, shape=GRID.shape)

@@ -1,4 +1,5 @@
-"""The on-disk simulation dataset (HDF5): schema, creation, resume bookkeeping, reading.
+"""The on-disk simulation dataset (HDF5): schema, creation, resume bookkeeping
+(:class:`DatasetOutput`, for :mod:`fcmlc._resumable`), reading.
 
 Schema (format 1)::
 
@@ -18,7 +19,6 @@ readable file whose unfinished chunk is simply not marked done, and is redone on
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,8 @@ import h5py
 import numpy as np
 
 from . import __version__
+from ._io import atomic_path
+from ._resumable import ChunkedOutput
 from .physics import Grid
 
 FORMAT = 1
@@ -107,24 +109,72 @@ class DatasetSpec:
 def create(path: Path, spec: DatasetSpec, chunk_points: int) -> None:
     """Create a new dataset file with every dataset allocated (written to a temporary
     name, then renamed, so a crash never leaves a half-created file at `path`)."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        layout(f, spec, chunk_points)
+
+
+def layout(f: h5py.File, spec: DatasetSpec, chunk_points: int) -> None:
+    """Write the attributes, grid, parameters and split of a new dataset into the empty file `f`
+    and allocate its data and done-mask (chunks of `chunk_points` grid points)."""
     grid = spec.grid
     n_chunks = -(-grid.n_points // chunk_points)
-    tmp = path.with_name(path.name + ".creating")
     dtype = np.dtype(spec.dtype)
-    with h5py.File(tmp, "w") as f:
-        for k, v in spec.attrs().items():
-            f.attrs[k] = v
-        f.attrs["fcmlc_version"] = __version__
-        f.attrs["chunk_points"] = chunk_points
-        f.attrs["complete"] = False
-        f.create_dataset("grid/ue4", data=grid.ue4)
-        f.create_dataset("grid/dm2", data=grid.dm2)
-        f.create_dataset("params", data=grid.points())
-        f.create_dataset("split", data=paper_split(grid.n_points, spec.n_per_point, spec.seed))
-        for name, nb in zip(spec.experiments, spec.n_bins):
-            _allocate(f, f"data/{name}", (grid.n_points, spec.n_per_point, nb), dtype)
-        _allocate(f, "progress/done", (n_chunks,), np.dtype(np.uint8), fill=True)
-    os.replace(tmp, path)
+    for k, v in spec.attrs().items():
+        f.attrs[k] = v
+    f.attrs["fcmlc_version"] = __version__
+    f.attrs["chunk_points"] = chunk_points
+    f.attrs["complete"] = False
+    f.create_dataset("grid/ue4", data=grid.ue4)
+    f.create_dataset("grid/dm2", data=grid.dm2)
+    f.create_dataset("params", data=grid.points())
+    f.create_dataset("split", data=paper_split(grid.n_points, spec.n_per_point, spec.seed))
+    for name, nb in zip(spec.experiments, spec.n_bins):
+        _allocate(f, f"data/{name}", (grid.n_points, spec.n_per_point, nb), dtype)
+    _allocate(f, "progress/done", (n_chunks,), np.dtype(np.uint8), fill=True)
+
+
+class DatasetOutput(ChunkedOutput):
+    """A dataset being generated, as a resumable output (:mod:`fcmlc._resumable`): task c is
+    the chunk of grid points c * chunk_points ... (c + 1) * chunk_points - 1; its result is the
+    realizations of each experiment there."""
+
+    kind = "an fcmlc dataset"
+
+    def __init__(self, spec: DatasetSpec, chunk_points: int):
+        self.spec = spec
+        self.chunk_points = int(chunk_points)
+
+    def inspect(self, f) -> list[str]:
+        """Differing settings; an existing file is resumed with its own chunk size."""
+        diffs = self.spec.mismatch(f)
+        self.chunk_points = int(f.attrs["chunk_points"])
+        f.attrs["complete"]  # noqa: B018 - a KeyError here: not a dataset
+        return diffs
+
+    def layout(self, f) -> None:
+        layout(f, self.spec, self.chunk_points)
+
+    def pending(self, f) -> list:
+        return [int(c) for c in np.flatnonzero(f["progress/done"][...] == 0)]
+
+    def points_in(self, c: int) -> int:
+        """Grid points in chunk c."""
+        return min(self.chunk_points, self.spec.grid.n_points - c * self.chunk_points)
+
+    def write(self, f, c, parts, seconds) -> None:
+        p0 = c * self.chunk_points
+        for name, arr in zip(self.spec.experiments, parts):
+            f["data"][name][p0:p0 + arr.shape[0]] = arr
+        f.flush()
+        f["progress/done"][c] = 1
+        f.flush()
+
+    def written(self, f) -> str:
+        done = f["progress/done"][...]
+        return f"{int(done.sum())}/{done.shape[0]} chunks"
+
+    def finished(self, f) -> bool:
+        return True
 
 
 def _allocate(f: h5py.File, name: str, shape, dtype, fill=False) -> None:

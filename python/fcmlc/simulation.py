@@ -6,21 +6,17 @@ bit-identical for any thread count, chunk size, number of Dask workers, and afte
 """
 from __future__ import annotations
 
-import contextlib
-import signal
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from . import _core
 from . import dataset as ds
+from . import experiments as ex
+from ._checks import UINT64_MAX, check_positive_int, check_seed, check_threads
+from ._resumable import open_output, run_output
 from .physics import Grid, sin2_2theta
-
-UINT64_MAX = (1 << 64) - 1
 
 
 # --- covariance factors ------------------------------------------------------------
@@ -64,22 +60,32 @@ def covariance_factor(C, name: str = "covariance", rtol: float = 1e-10):
 # --- experiment plumbing --------------------------------------------------------------
 
 
-def _experiment_set(experiments):
-    from . import experiments as ex
+def _load_experiment(name: str):
+    if name.endswith(".toml") or Path(name).is_file():
+        return ex.from_toml(name)
+    return ex.load(name)
 
-    if hasattr(experiments, "experiments") and hasattr(experiments, "names"):
-        return experiments
+
+def resolve_experiments(experiments) -> list:
+    """A list of experiment objects from names ("STEREO,BEST" or ["STEREO", ...]) or TOML model
+    files, Experiment objects, an ExperimentSet, or a single experiment; ValueError when empty
+    or when an experiment is listed more than once."""
     if isinstance(experiments, str):
-        experiments = [s for s in experiments.split(",") if s.strip()]
-    elif hasattr(experiments, "n_bins") and hasattr(experiments, "kind"):  # one Experiment
-        experiments = [experiments]
-    items = [ex.load(e.strip()) if isinstance(e, str) else e for e in experiments]
-    if not items:
+        items = [s.strip() for s in experiments.split(",") if s.strip()]
+    elif hasattr(experiments, "null_expectation") and hasattr(experiments, "kind"):
+        items = [experiments]
+    elif hasattr(experiments, "experiments"):
+        items = list(experiments.experiments)
+    else:
+        items = list(experiments)
+    out = [_load_experiment(e) if isinstance(e, str) else e for e in items]
+    if not out:
         raise ValueError("no experiments given")
-    names = [e.name for e in items]
-    if len(set(names)) != len(names):
-        raise ValueError(f"experiment listed twice: {names}")
-    return ex.combine(items)
+    names = [str(e.name) for e in out]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(f"experiment listed more than once: {', '.join(dup)}")
+    return out
 
 
 def expectation_rows(exp, ue4, dm2) -> np.ndarray:
@@ -95,8 +101,10 @@ def expectation_rows(exp, ue4, dm2) -> np.ndarray:
 
 
 @dataclass
-class _Sampler:
-    """What the C++ samplers need for one experiment (picklable: shipped to Dask workers)."""
+class Sampler:
+    """The realization generator of one experiment: what the C++ samplers need (picklable:
+    shipped to Dask workers). ``Sampler.of(experiment).sample(mu, seed, point_ids, n)`` draws the
+    realizations ``simulate`` writes."""
 
     name: str
     kind: str
@@ -114,7 +122,7 @@ class _Sampler:
     norm_sigma: float = 0.0
 
     @classmethod
-    def of(cls, exp) -> "_Sampler":
+    def of(cls, exp) -> "Sampler":
         stream = int(exp.stream_id) & UINT64_MAX
         if exp.kind == "pulls":
             S = np.asarray(exp.pull_covariance, dtype=float)
@@ -147,35 +155,27 @@ class _Sampler:
                                        float32, threads, self.norm_groups, float(self.norm_sigma))
 
 
-def _check_seed(seed) -> int:
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be an integer in [0, 2^64), got {seed!r}")
-    if not 0 <= int(seed) <= UINT64_MAX:
-        raise ValueError(f"seed must be an integer in [0, 2^64), got {seed}")
-    return int(seed)
-
-
 def realizations(experiments, ue4, dm2, n_per_point: int = 1, seed: int = 0, point_ids=None, threads=None,
                  float32: bool = False) -> np.ndarray:
     """Realizations at arbitrary (|Ue4|, dm2) points: (n_points, n_per_point, n_bins) float64,
     experiments concatenated in order. `point_ids` key the random streams (default
     0..n_points-1); with the grid index of a grid point they reproduce `simulate`'s data."""
-    eset = _experiment_set(experiments)
-    seed = _check_seed(seed)
+    eset = ex.combine(resolve_experiments(experiments))
+    seed = check_seed(seed)
+    n_per_point = check_positive_int(n_per_point, "n_per_point")
+    threads = check_threads(threads)
     ue4 = np.atleast_1d(np.asarray(ue4, dtype=float))
     dm2 = np.atleast_1d(np.asarray(dm2, dtype=float))
     ue4, dm2 = np.broadcast_arrays(ue4, dm2)
     if ue4.ndim != 1:
         raise ValueError("ue4 and dm2 must be scalars or 1-D arrays")
-    if int(n_per_point) < 1:
-        raise ValueError(f"n_per_point must be >= 1, got {n_per_point}")
     pid = np.arange(ue4.size) if point_ids is None else np.asarray(point_ids, dtype=np.int64)
     if pid.shape != ue4.shape:
         raise ValueError(f"point_ids must have shape {ue4.shape}, got {pid.shape}")
     parts = []
     for exp in eset.experiments:
         mu = expectation_rows(exp, ue4, dm2)
-        parts.append(_Sampler.of(exp).sample(mu, seed, pid, int(n_per_point), 0, float32, threads))
+        parts.append(Sampler.of(exp).sample(mu, seed, pid, n_per_point, 0, float32, threads))
     return np.concatenate(parts, axis=2)
 
 
@@ -206,24 +206,11 @@ class _Job:
         return out
 
 
-def _default_chunk_points(n_bins_total: int, n_per_point: int, itemsize: int) -> int:
-    # ~32 MB per chunk: large enough for efficient I/O, small enough for bounded memory
+def default_chunk_points(n_bins_total: int, n_per_point: int, itemsize: int) -> int:
+    """Grid points per chunk of ``simulate``: ~32 MB of realizations, large enough for efficient
+    I/O, small enough for bounded memory."""
     per_point = max(1, n_bins_total * n_per_point * itemsize)
     return int(max(1, min(4096, (32 << 20) // per_point)))
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt so `kill` closes the file cleanly (kill -9 is safe too)."""
-    try:
-        old = signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
-    except ValueError:  # not in the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
 
 
 def simulate(experiments, grid: Grid | None = None, n_per_point: int = 50, seed: int = 0, out=None, threads=None,
@@ -243,103 +230,29 @@ def simulate(experiments, grid: Grid | None = None, n_per_point: int = 50, seed:
     grid = Grid.paper() if grid is None else grid
     if not isinstance(grid, Grid):
         raise ValueError("grid must be an fcmlc.Grid")
-    seed = _check_seed(seed)
-    n_per_point = int(n_per_point)
-    if n_per_point < 1:
-        raise ValueError(f"n_per_point must be >= 1, got {n_per_point}")
+    seed = check_seed(seed)
+    n_per_point = check_positive_int(n_per_point, "n_per_point")
+    threads = check_threads(threads)
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    eset = _experiment_set(experiments)
-    samplers = [_Sampler.of(e) for e in eset.experiments]  # validates covariances before any file is touched
+    if chunk_points is not None:
+        chunk_points = check_positive_int(chunk_points, "chunk_points")
+    eset = ex.combine(resolve_experiments(experiments))
+    samplers = [Sampler.of(e) for e in eset.experiments]  # validates covariances before any file is touched
     spec = ds.DatasetSpec(tuple(e.name for e in eset.experiments), tuple(e.definition_hash for e in eset.experiments),
                           tuple(int(e.n_bins) for e in eset.experiments), grid, n_per_point, seed, dtype,
                           ds.normalisation_json(eset.experiments))
     out = Path(out)
-    itemsize = np.dtype(dtype).itemsize
-
-    if out.exists() and not overwrite:
-        try:
-            with h5py.File(out, "r") as f:
-                diffs = spec.mismatch(f)
-                stored_chunk = int(f.attrs["chunk_points"])
-                complete = bool(f.attrs["complete"])
-        except (OSError, KeyError) as e:
-            raise ValueError(f"{out} exists and is not an fcmlc dataset ({e}); choose another output path "
-                             "or pass overwrite=True (--overwrite)") from None
-        if diffs:
-            raise ValueError(f"{out} exists and was made with different settings ({'; '.join(diffs)}); "
-                             "choose another output path or pass overwrite=True (--overwrite)")
-        chunk_points = stored_chunk
-        if complete:
-            return out
-    else:
-        if chunk_points is None:
-            chunk_points = _default_chunk_points(sum(spec.n_bins), n_per_point, itemsize)
-        chunk_points = int(chunk_points)
-        if chunk_points < 1:
-            raise ValueError(f"chunk_points must be >= 1, got {chunk_points}")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        ds.create(out, spec, chunk_points)
-
-    job = _Job(list(eset.experiments), samplers, grid, n_per_point, seed, dtype == "float32", chunk_points)
-    with h5py.File(out, "r+") as f, _sigterm_as_interrupt():
-        done = f["progress/done"]
-        pending = [int(c) for c in np.flatnonzero(done[...] == 0)]
-        dsets = [f["data"][name] for name in spec.experiments]
-        bar = _progress(pending, job, progress, out)
-        try:
-            if scheduler is None:
-                _run_local(job, pending, dsets, done, f, threads, bar)
-            else:
-                _run_dask(job, pending, dsets, done, f, scheduler, threads, bar)
-        except KeyboardInterrupt:
-            f.flush()
-            print(f"\ninterrupted: {int(done[...].sum())}/{done.shape[0]} chunks written to {out}; "
-                  "rerun the same command to resume", file=sys.stderr)
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-        f.attrs["complete"] = True
+    if chunk_points is None:
+        chunk_points = default_chunk_points(sum(spec.n_bins), n_per_point, np.dtype(dtype).itemsize)
+    output = ds.DatasetOutput(spec, chunk_points)
+    open_output(out, output, overwrite)  # an existing file keeps its own chunk size
+    job = _Job(list(eset.experiments), samplers, grid, n_per_point, seed, dtype == "float32", output.chunk_points)
+    run_output(out, output, lambda c: job.chunk(c, threads), scheduler=scheduler, remote=_chunk_on_worker,
+               shared=job, remote_args=lambda c: (c, threads), desc=f"simulate -> {out.name}" if progress else None,
+               size=output.points_in)
     return out
 
 
-def _progress(pending, job, progress, out):
-    if not progress:
-        return None
-    from tqdm.auto import tqdm
-
-    total = sum(min(job.chunk_points, job.grid.n_points - c * job.chunk_points) for c in pending)
-    return tqdm(total=total, unit="pt", desc=f"simulate -> {out.name}", smoothing=0.1)
-
-
-def _write(c, parts, job, dsets, done, f, bar):
-    p0 = c * job.chunk_points
-    for d, arr in zip(dsets, parts):
-        d[p0:p0 + arr.shape[0]] = arr
-    f.flush()
-    done[c] = 1
-    f.flush()
-    if bar is not None:
-        bar.update(parts[0].shape[0])
-
-
-def _run_local(job, pending, dsets, done, f, threads, bar):
-    # compute chunk i+1 (C++ kernels release the GIL) while chunk i is written
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        fut = pool.submit(job.chunk, pending[0], threads) if pending else None
-        for i, c in enumerate(pending):
-            parts = fut.result()
-            fut = pool.submit(job.chunk, pending[i + 1], threads) if i + 1 < len(pending) else None
-            _write(c, parts, job, dsets, done, f, bar)
-
-
-def _run_dask(job, pending, dsets, done, f, scheduler, threads, bar):
-    from ._dask import map_bounded
-
-    map_bounded(scheduler, job, pending, _dask_chunk, lambda c: (c, threads),
-                lambda c, parts, seconds: _write(c, parts, job, dsets, done, f, bar))
-
-
-def _dask_chunk(job: _Job, c: int, threads=None):
+def _chunk_on_worker(job: _Job, c: int, threads=None):
     return job.chunk(c, threads)

@@ -1,7 +1,7 @@
 """PyTorch backend of the Feldman-Cousins toys (``feldman_cousins(..., backend='torch')``).
 
 It evaluates the same chi2 as the C++ kernel (the whitening-projections A_e, linear deficits
-d_e(dm2) or general offsets m_e(p) of :class:`fcmlc.frequentist.Chi2Model`), in float64, on
+d_e(dm2) or general offsets m_e(p) of :class:`fcmlc.frequentist.chi2.Chi2Model`), in float64, on
 `device` (default: CUDA when available, else CPU), for all toys of a grid point at once.
 
 The toys are *statistically* equivalent to the C++ ones, not the same draws:
@@ -24,6 +24,8 @@ import struct
 
 import numpy as np
 
+from .._checks import check_positive_int
+
 
 def _torch():
     try:
@@ -34,6 +36,7 @@ def _torch():
 
 
 def resolve_device(device=None):
+    """The torch device to run on: `device`, or CUDA when available, else the CPU."""
     torch = _torch()
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -52,7 +55,7 @@ class _TorchModel:
     """Device copies of a Chi2Model's reduced arrays (built once per model and device)."""
 
     def __init__(self, model, dev):
-        norm = [p.name for p in model._parts if getattr(p, "norm", False)]
+        norm = [p.name for p in model.parts if p.norm]
         if norm:
             raise ValueError(f"the torch FC backend does not implement the multiplicative normalisation-group "
                              f"profile yet ({', '.join(norm)} have normalisation groups); use backend='cpu'")
@@ -64,7 +67,7 @@ class _TorchModel:
         self.n_dm2, self.n_ue4 = g.n_dm2, g.n_ue4
         self.parts = []
         nsum = torch.zeros(g.n_dm2, dtype=torch.float64, device=dev)
-        for p in model._parts:
+        for p in model.parts:
             s = p.sampler
             A = t(p.A)
             q = {"A": A, "N0": t(p.N0), "linear": p.linear, "kind": s.kind, "stream": int(s.stream), "sampler": s}
@@ -95,9 +98,9 @@ def fc_toys_torch(model, point_ids, mu, n_toys: int, seed: int, toy_offset: int 
         cache[key] = _TorchModel(model, dev)
     tm = cache[key]
     pid = np.asarray(point_ids, dtype=np.int64)
-    n_toys, toy_offset = int(n_toys), int(toy_offset)
-    if n_toys < 1 or toy_offset < 0:
-        raise ValueError("n_toys must be >= 1 and toy_offset >= 0")
+    n_toys, toy_offset = check_positive_int(n_toys, "n_toys"), int(toy_offset)
+    if toy_offset < 0:
+        raise ValueError(f"toy_offset must be >= 0, got {toy_offset}")
     delta = np.empty((pid.size, n_toys))
     best = np.empty((pid.size, n_toys), dtype=np.int64) if return_best else None
     s2 = tm.s2
