@@ -1,7 +1,6 @@
 """`fcmlc fc` and `fcmlc wilks`: the frequentist commands."""
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -9,11 +8,9 @@ import numpy as np
 
 from .. import frequentist as fq
 from .._checks import check_positive_int, check_threads
-from .._io import save_figure
+from .._io import atomic_path, atomic_write_json, save_figure
 from ..data_vectors import data_source
-from ..exceptions import IncompatibleError
 from ..plotting import draw_lines, draw_mask, level_label, setup_oscillation_axes, to_xaxis
-from ..regions import edge_warnings
 from ._args import (add_common_generation_args, add_data_source_args, add_experiments_arg, add_grid_args,
                     data_source_options, grid_from_args, parse_experiments, parse_levels)
 
@@ -69,20 +66,15 @@ def cmd_fc(args) -> int:
     print(f"{args.output}: Feldman-Cousins critical values of {', '.join(res.experiments)} on a "
           f"{grid.n_ue4} x {grid.n_dm2} grid, {res.n_toys} toys/point, seed {res.seed}: "
           f"{n_done}/{grid.n_points} points, {dt:.1f} s this run")
-    for L in res.levels:
-        c = res.critical_value(L)
-        if np.any(res.done):
-            v = c[res.done]
-            print(f"  {100 * L:g}%: critical Delta-chi2 median {np.median(v):.3f} (range {v.min():.3f}-{v.max():.3f});"
-                  f" Wilks 2 dof {fq.wilks_threshold(L, 2):.3f}")
+    for L, c in res.critical_summary().items():
+        print(f"  {100 * L:g}%: critical Delta-chi2 median {c['median']:.3f} (range {c['min']:.3f}-{c['max']:.3f});"
+              f" Wilks 2 dof {c['wilks_2dof']:.3f}")
     return 0
 
 
 # ---------------------------------------------------------------------------------------- wilks
 
 def cmd_wilks(args) -> int:
-    from scipy.stats import chi2 as chi2_dist  # scipy: loaded by the command only, so `fcmlc --help` stays fast
-
     check_threads(args.threads, "--threads")
     grid = grid_from_args(args)
     model = fq.Chi2Model(parse_experiments(args.experiments), grid)
@@ -91,41 +83,17 @@ def cmd_wilks(args) -> int:
         if not Path(args.fc).is_file():
             raise FileNotFoundError(f"--fc: file {args.fc!r} not found")
         fc = fq.FCResult.load(args.fc)
-        if fc.grid != grid or tuple(fc.experiments) != tuple(model.names):
-            raise IncompatibleError(f"--fc: {args.fc} was made for {list(fc.experiments)} on a {fc.grid.shape} "
-                                    f"grid, not {list(model.names)} on {grid.shape}")
+        fq.check_compatible(fc, model)
     src = data_source(model.n_bins, lambda: model,
                       lambda m, ue4, dm2, seed: fq.asimov_data(m, ue4, dm2, seed=seed), **data_source_options(args))
     x, meta, truth = src.x, src.meta, src.truth
     t0 = time.perf_counter()
     scan = fq.chi2_scan(model, x, threads=args.threads)
     dt = time.perf_counter() - t0
+    summary = fq.summary(model, scan, x, meta, WILKS_CLI_LEVELS, dt, fc)
     delta = scan.delta_chi2
     regions = scan.wilks(WILKS_CLI_LEVELS)
     raster = scan.raster(0.90)
-    # no oscillation (s2 = 0) is not a grid point; its chi2 is |r|^2 of the whitened data
-    chi2_null = float(np.sum(model.whiten(x) ** 2))
-    dchi2_null = chi2_null - min(chi2_null, float(scan.min))
-    thr95 = fq.wilks_threshold(0.95, 2)
-    ndof = scan.ndof
-    ub, db = scan.best_point
-    summary = dict(meta)
-    summary.update({
-        "experiments": list(model.names), "grid": grid.to_dict(),
-        "best_fit": {"ue4": ub, "sin2_2theta": scan.best_sin2_2theta, "dm2": db, "index": int(scan.best_index)},
-        "chi2_min": float(scan.min), "ndof": ndof,
-        "gof_p_value": float(chi2_dist.sf(scan.min, ndof)) if ndof > 0 else None,
-        "chi2_null": chi2_null, "delta_chi2_null": dchi2_null,
-        "null_excluded_95_wilks_2dof": bool(dchi2_null > thr95),
-        "wilks_thresholds_2dof": {f"{L:g}": fq.wilks_threshold(L, 2) for L in WILKS_CLI_LEVELS},
-        "region_cells": {f"{L:g}": int(m.sum()) for L, m in regions.items()},
-        "raster_90_limits_found": int(np.isfinite(raster).sum()),
-        "scan_seconds": dt,
-    })
-    iu, idm = grid.unravel(int(scan.best_index))
-    warn = edge_warnings(int(iu), int(idm), scan.chi2.shape, {f"{100 * L:g}%": m for L, m in regions.items()},
-                         point="best fit")
-    summary["edge_warnings"] = warn
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     arrays = {"chi2": scan.chi2, "delta_chi2": delta, "ue4": grid.ue4, "dm2": grid.dm2,
@@ -137,25 +105,27 @@ def cmd_wilks(args) -> int:
     if fc is not None:
         for L in fc.levels:
             arrays[f"fc_{L:g}"] = fc.region(delta, L)
-        summary["fc_file"] = str(Path(args.fc).resolve())
-        summary["fc_region_cells"] = {f"{L:g}": int(fc.region(delta, L).sum()) for L in fc.levels}
-    np.savez_compressed(out / "delta_chi2.npz", **arrays)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    with atomic_path(out / "delta_chi2.npz") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    atomic_write_json(out / "summary.json", summary)
     _plot(out / "wilks.png", grid, regions, raster, scan.best_point, truth, model.names, fc, delta)
 
+    ub, db = scan.best_point
     print(f"Wilks scan of {', '.join(model.names)} ({meta['input']}, {grid.n_ue4} x {grid.n_dm2} grid, "
           f"{dt * 1e3:.1f} ms) -> {out}")
     print(f"  best fit: |Ue4| = {ub:.4g}, sin^2(2 theta) = {scan.best_sin2_2theta:.4g}, dm2 = {db:.4g} eV^2")
     p = summary["gof_p_value"]
-    print(f"  chi2_min / ndof = {scan.min:.2f} / {ndof}" + (f" (p = {p:.3g})" if p is not None else ""))
-    print(f"  no oscillation: Delta-chi2 = {dchi2_null:.2f}; "
-          f"{'excluded' if dchi2_null > thr95 else 'not excluded'} at 95% (Wilks, 2 dof: {thr95:.2f})")
+    print(f"  chi2_min / ndof = {scan.min:.2f} / {scan.ndof}" + (f" (p = {p:.3g})" if p is not None else ""))
+    thr95 = fq.wilks_threshold(0.95, 2)
+    print(f"  no oscillation: Delta-chi2 = {summary['delta_chi2_null']:.2f}; "
+          f"{'excluded' if summary['null_excluded_95_wilks_2dof'] else 'not excluded'} at 95% (Wilks, 2 dof: "
+          f"{thr95:.2f})")
     for L, m in regions.items():
         print(f"  {100 * L:g}% region (Delta-chi2 <= {fq.wilks_threshold(L, 2):.2f}): {int(m.sum())} of "
               f"{grid.n_points} grid points")
-    if warn:
-        print(f"  warning: {'; '.join(warn)}: the minimum or the regions may continue beyond the grid (widen it, "
-              "e.g. --dm2-range)")
+    if summary["edge_warnings"]:
+        print(f"  warning: {'; '.join(summary['edge_warnings'])}: the minimum or the regions may continue beyond "
+              "the grid (widen it, e.g. --dm2-range)")
     return 0
 
 

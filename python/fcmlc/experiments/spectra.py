@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from scipy.special import ndtr
 
 #: exp-polynomial coefficients a_0..a_5 of the isotopic spectra (antineutrinos / fission / MeV).
 HUBER_MUELLER: dict[str, tuple[float, ...]] = {
@@ -138,6 +137,8 @@ def gaussian_response(true_edges: np.ndarray, prompt_edges: np.ndarray, a: float
     Ep = E - prompt_offset
     Epos = np.clip(Ep, 1e-6, None)
     sigma = np.maximum(resolution_sigma(Epos, a, b, combine), 1e-9)
+    from scipy.special import ndtr  # scipy (0.4 s to import): loaded when a response is built
+
     # (n_prompt_edges, n_true, n_nodes)
     cdf = ndtr((prompt_edges[:, None, None] - Ep[None]) / sigma[None])
     frac = np.diff(cdf, axis=0)  # (n_prompt, n_true, n_nodes)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
 from ..simulation import covariance_factor
 
@@ -26,6 +25,8 @@ def whitening_projection(C, V=None, name: str = "covariance", rtol: float = 1e-1
     Ft, lower = covariance_factor(C, name)
     n = C.shape[0]
     if lower:
+        from scipy.linalg import solve_triangular  # scipy: loaded when used (light `import fcmlc`)
+
         W = solve_triangular(Ft.T, np.eye(n), lower=True)
     else:
         lam = np.einsum("ij,ij->i", Ft, Ft)  # rows of F^T are sqrt(lambda_a) u_a

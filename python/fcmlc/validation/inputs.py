@@ -15,7 +15,7 @@ import numpy as np
 from .. import experiments as ex
 from .._checks import same_name
 from ..exceptions import IncompatibleError
-from ..frequentist import FCResult, resolve_experiments
+from ..frequentist import FCResult, check_compatible, resolve_experiments
 from ..physics import Grid
 from .raster import EDGE_TOL
 
@@ -106,13 +106,7 @@ def check_fc_compatible(fc: FCResult, eset, levels=None, grid: Grid | None = Non
     experiments (names in order, and definitions where both record a hash), complete, holding
     every level in ``levels`` (None: levels not needed) and on ``grid`` when one is given.
     Returns the FC result's grid (the chi2 grid of the validation)."""
-    if len(fc.experiments) != len(eset.names) or not all(map(same_name, fc.experiments, eset.names)):
-        raise IncompatibleError(f"the Feldman-Cousins result is for {list(fc.experiments)} but the model is for "
-                                f"{eset.names}")
-    hashes = [e.definition_hash for e in eset.experiments]
-    bad = [n for n, a, b in zip(eset.names, fc.definition_hashes, hashes) if a and b and a != b]
-    if bad:
-        raise IncompatibleError(f"the Feldman-Cousins result was computed with other definitions of {', '.join(bad)}")
+    check_compatible(fc, eset.experiments, grid)  # experiments, definitions, grid: the one rule
     if not fc.complete:
         raise ValueError(f"the Feldman-Cousins result is incomplete ({int(fc.done.sum())}/{fc.done.size} grid "
                          "points): finish it by rerunning the same `fcmlc fc` command")
@@ -121,8 +115,6 @@ def check_fc_compatible(fc: FCResult, eset, levels=None, grid: Grid | None = Non
         if missing:
             raise ValueError(f"levels {missing} were not computed: they are not in the Feldman-Cousins result (it "
                              f"has {list(fc.levels)}); choose levels among those")
-    if grid is not None and grid != fc.grid:
-        raise IncompatibleError("grid differs from the Feldman-Cousins result's grid")
     return fc.grid
 
 
