@@ -309,6 +309,19 @@ class Chi2Model:
             off += p.n_bins
         return out[0] if single else out
 
+    def normalisation_log_det(self) -> np.ndarray:
+        """sum_e log det G'_e(p) on the grid, (n_dm2, n_ue4): G'_e(p) = E^T diag(mu_p) C^+ diag(mu_p) E
+        [+ I / sigma^2] of each experiment with normalisation groups (0 for the others). It is
+        the volume term of the normalisations integrated out instead of profiled:
+        -2 log of the marginal likelihood = chi2 + this + const (:mod:`fcmlc.exact`)."""
+        out = np.zeros(self.grid.n_points)
+        for p in self._parts:
+            if p.norm:
+                k = int(p.groups.max()) + 1
+                diag = np.array([i * (i + 1) // 2 + i for i in range(k)])  # row-packed lower triangle
+                out -= 2.0 * np.log(p.factors[:, diag]).sum(axis=1)  # factors hold L^-1, L L^T = G'
+        return out.reshape(self.grid.n_dm2, self.grid.n_ue4)
+
     def chi2(self, x, threads=None) -> "Chi2Scan":
         return chi2_scan(self, x, threads=threads)
 

@@ -1,0 +1,150 @@
+"""The exact posterior on the grid (fcmlc.exact): its likelihood against independent NumPy/SciPy
+evaluations of the simulator's model, and its calibration."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import integrate
+from scipy.stats import multivariate_normal
+
+import fcmlc.experiments as ex
+from fcmlc.exact import ExactModel, exact_posterior, grid_of
+from fcmlc.physics import Grid
+from fcmlc.regions import cell_areas
+from fcmlc.simulation import expectation_rows, realizations
+
+from _toys import gaussian_toy
+
+SMALL = Grid(ue4_range=(0.02, 0.7), dm2_range=(0.1, 10.0), shape=(12, 9))
+
+
+def _log_post_reference(m2ll, grid, log_prior=0.0):
+    lp = -0.5 * m2ll.reshape(grid.n_dm2, grid.n_ue4) + log_prior
+    lp = lp - lp.max()
+    return lp - np.log(np.sum(np.exp(lp) * cell_areas(grid.ue4, grid.dm2)))
+
+
+def _mu(e, grid):
+    p = grid.points()
+    return expectation_rows(e, p[:, 0], p[:, 1])
+
+
+def test_without_normalisation_it_is_the_gaussian_likelihood_times_the_log_uniform_prior():
+    e = gaussian_toy(normalisation=False)
+    x = realizations([e], [0.2], [1.5], 1, seed=4)[0, 0]
+    mu = _mu(e, SMALL)
+    Ci = np.linalg.inv(e.covariance)
+    m2ll = np.einsum("pi,ij,pj->p", x - mu, Ci, x - mu)
+    ref = _log_post_reference(m2ll, SMALL)
+    got = ExactModel([e], SMALL).log_posterior(x)
+    # float64 chi2 kernel vs a direct quadratic form: agreement to rounding (chi2 ~ 10, 1e-9 relative)
+    np.testing.assert_allclose(got, ref, atol=1e-8)
+    # 'uniform' prior in (|Ue4|, dm2) is the log-uniform one times |Ue4| dm2 per unit log area
+    lu = np.log(SMALL.dm2)[:, None] + np.log(SMALL.ue4)[None, :]
+    np.testing.assert_allclose(ExactModel([e], SMALL, prior="uniform").log_posterior(x),
+                               _log_post_reference(m2ll, SMALL, lu), atol=1e-8)
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.08])
+def test_normalisation_is_integrated_out_not_profiled(sigma):
+    # -2 log of int N(x; beta mu, C) pi(beta) dbeta, by quadrature, independently of the
+    # closed form chi2 + log det G' (flat pi for a free normalisation, N(1, sigma^2) otherwise)
+    e = gaussian_toy(norm_prior=sigma)
+    x = realizations([e], [0.25], [2.0], 1, seed=7)[0, 0]
+    mu = _mu(e, SMALL)
+    Ci = np.linalg.inv(e.covariance)
+    pts = [0, 17, 40, 63, 101, SMALL.n_points - 1]
+    ref = []
+    for p in pts:
+        def integrand(b, p=p):
+            r = x - b * mu[p]
+            lp = -0.5 * r @ Ci @ r + (0.0 if sigma == 0 else -0.5 * (b - 1) ** 2 / sigma**2)
+            return np.exp(lp + 0.5 * shift[p])
+
+        # centre the integrand on its peak (the profiled beta) for the quadrature
+        a = mu[p] @ Ci @ mu[p] + (0.0 if sigma == 0 else 1 / sigma**2)
+        bhat = (mu[p] @ Ci @ x + (0.0 if sigma == 0 else 1 / sigma**2)) / a
+        shift = {p: (x - bhat * mu[p]) @ Ci @ (x - bhat * mu[p]) + (0 if sigma == 0 else (bhat - 1) ** 2 / sigma**2)}
+        w = 12 / np.sqrt(a)
+        val, _ = integrate.quad(integrand, bhat - w, bhat + w, epsabs=0, epsrel=1e-11, limit=200)
+        ref.append(shift[p] - 2 * np.log(val))
+    got = ExactModel([e], SMALL).minus2_log_likelihood(x).ravel()[pts]
+    d = got - np.array(ref)
+    # equal up to one constant (the likelihood's normalisation); quadrature to ~1e-9
+    np.testing.assert_allclose(d - d[0], 0.0, atol=1e-6)
+
+
+def test_many_groups_log_det_matches_numpy_on_stereo():
+    e = ex.load("STEREO")
+    grid = Grid(ue4_range=(0.05, 0.7), dm2_range=(0.5, 8.0), shape=(4, 3))
+    x = realizations([e], [0.3], [1.3], 1, seed=2)[0, 0]
+    mu = _mu(e, grid)
+    Ci = np.linalg.pinv(e.covariance)
+    E = e.normalisation_matrix
+    ref = []
+    for p in range(grid.n_points):
+        U = mu[p][:, None] * E
+        G = U.T @ Ci @ U
+        b = U.T @ Ci @ x
+        ref.append(x @ Ci @ x - b @ np.linalg.solve(G, b) + np.linalg.slogdet(G)[1])
+    got = ExactModel([e], grid).minus2_log_likelihood(x).ravel()
+    d = got - np.array(ref)
+    # 21 groups, 126 bins: solve/slogdet in float64 against the kernel's packed factors
+    np.testing.assert_allclose(d - d[0], 0.0, atol=1e-6)
+
+
+def test_pulls_are_marginalised_linearised_at_the_point():
+    e = ex.load("BEST")
+    x = np.asarray(e.observed, dtype=float)
+    mu = _mu(e, SMALL)
+    J, S = np.asarray(e.pull_jacobian), np.asarray(e.pull_covariance)
+    ref = []
+    for p in range(SMALL.n_points):
+        C = np.diag(np.asarray(e.stat_sigma) ** 2) + (mu[p][:, None] * J) @ S @ (mu[p][:, None] * J).T
+        ref.append(-2 * multivariate_normal(mu[p], C).logpdf(x))
+    got = ExactModel([e], SMALL).minus2_log_likelihood(x).ravel()
+    d = got - np.array(ref)
+    np.testing.assert_allclose(d - d[0], 0.0, atol=1e-9)
+
+
+def test_exact_hpd_regions_cover_at_their_expected_rate():
+    # theta drawn from the prior (uniform over the grid points: equal log-area cells), x from
+    # the simulator whose likelihood is exactly Gaussian (normalisation with a prior, drawn in
+    # the realizations): the exact posterior is calibrated, so P(truth in HPD) equals the mean
+    # mass the HPD region holds (>= the level by the discreteness of cells).
+    e = gaussian_toy(norm_prior=0.05, n_bins=10)
+    grid = Grid(ue4_range=(0.01, 0.7), dm2_range=(0.3, 20.0), shape=(16, 14))
+    rng = np.random.default_rng(11)
+    n = 800
+    pid = rng.integers(0, grid.n_points, n)
+    pts = grid.points()[pid]
+    X = realizations([e], pts[:, 0], pts[:, 1], 1, seed=5, point_ids=np.arange(n))[:, 0]
+    posts = ExactModel([e], grid).posterior(X)
+    for level in (0.68, 0.9, 0.95):
+        hit = np.array([p.credible_region(level).ravel()[i] for p, i in zip(posts, pid)])
+        expected = np.mean([p.region_mass(level) for p in posts])
+        sd = np.sqrt(expected * (1 - expected) / n)
+        assert abs(hit.mean() - expected) < 4 * sd, (level, hit.mean(), expected)
+
+
+def test_grid_of_a_posterior_and_convenience_function():
+    e = gaussian_toy()
+    x = realizations([e], [0.2], [1.5], 1, seed=4)[0, 0]
+    post = exact_posterior([e], x, SMALL)
+    assert post.meta["method"] == "exact" and grid_of(post) == SMALL
+    assert post.mass.sum() == pytest.approx(1.0)
+
+
+def test_bad_input_is_named():
+    e = gaussian_toy()
+    m = ExactModel([e], SMALL)
+    with pytest.raises(ValueError, match="8 bins"):
+        m.posterior(np.ones(7))
+    x = np.full(8, 4000.0)
+    x[3] = np.nan
+    with pytest.raises(ValueError, match="TOY bin 3"):
+        m.posterior(x)
+    with pytest.raises(ValueError, match="prior must be one of"):
+        ExactModel([e], SMALL, prior="flat")
+    with pytest.raises(ValueError, match="one value per grid point"):
+        ExactModel([e], SMALL, prior=np.ones(3))
