@@ -214,7 +214,7 @@ class Posterior:
                 f"density must have shape (n_dm2, n_ue4) = {(d.size, u.size)} (rows are dm2) or be the flat "
                 f"vector of {u.size * d.size} values with |Ue4| fastest; got shape {dens.shape}"
             )
-        _regions._check_density(dens)
+        _regions.check_density(dens)
         self._ue4 = _readonly(u)
         self._dm2 = _readonly(d)
         self._lu_edges = _readonly(_regions.cell_edges(u))
