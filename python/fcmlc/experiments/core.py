@@ -21,6 +21,7 @@ import numpy as np
 
 from .. import _core
 from ..physics import Grid, sin2_2theta
+from .toml_io import dumps as toml_dumps
 
 KINDS = ("covariance", "pulls")
 
@@ -375,9 +376,7 @@ class Experiment:
     def to_toml(self) -> str:
         """The definition as a TOML document that :func:`fcmlc.experiments.from_toml` reads back
         into an identical experiment (same definition_hash)."""
-        from .toml_io import dumps
-
-        return dumps(self._definition, header=f"fcmlc experiment model: {self.name}")
+        return toml_dumps(self._definition, header=f"fcmlc experiment model: {self.name}")
 
 
 def _block_diag(blocks: list[np.ndarray]) -> np.ndarray:
