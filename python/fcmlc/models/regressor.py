@@ -29,6 +29,7 @@ __all__ = [
     "Regressor",
     "default_hidden_layers",
     "make_generator",
+    "as_seed",
 ]
 
 #: Table III: one experiment.
@@ -51,11 +52,11 @@ def default_hidden_layers(n_experiments: int) -> tuple[int, ...]:
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A ``torch.Generator`` on ``device`` seeded with ``seed`` (a non-negative integer)."""
     g = torch.Generator(device=torch.device(device))
-    g.manual_seed(_as_seed(seed))
+    g.manual_seed(as_seed(seed))
     return g
 
 
-def _as_seed(seed) -> int:
+def as_seed(seed) -> int:
     """Fold an int or a tuple of ints into a 63-bit torch seed (deterministic)."""
     if isinstance(seed, (tuple, list)):
         ss = np.random.SeedSequence([int(s) for s in seed])
