@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._io import npz_header
+from .._io import atomic_path, npz_header
 
 __all__ = ["NPZ_FORMAT", "NPZ_VERSION", "write_posterior_npz", "read_posterior_npz"]
 
@@ -21,12 +21,15 @@ NPZ_VERSION = 1
 
 def write_posterior_npz(post, path) -> Path:
     """Write ue4, dm2, the cell masses, the density and JSON metadata of ``post`` to ``path``
-    (np.savez_compressed: '.npz' is appended when missing; the path written is returned)."""
+    (compressed, all or nothing; '.npz' is appended when missing, as np.savez_compressed does).
+    Returns the path written."""
     path = Path(path)
+    path = path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
     header = {"format": NPZ_FORMAT, "version": NPZ_VERSION, "meta": post.meta}
-    np.savez_compressed(path, ue4=post.ue4, dm2=post.dm2, mass=post.mass, density=post.density,
-                        header=np.array(json.dumps(header)))
-    return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, ue4=post.ue4, dm2=post.dm2, mass=post.mass, density=post.density,
+                            header=np.array(json.dumps(header)))
+    return path
 
 
 def read_posterior_npz(path) -> dict:
