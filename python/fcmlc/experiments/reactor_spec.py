@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .core import Experiment, LinearPart, check_covariance
-from .schema import SCHEMA_VERSION, WEIGHT_RTOL, SpecReader, canonical, experiment_meta
+from .schema import WEIGHT_RTOL, SpecReader, begin, canonical
 from .spectra import IBD_THRESHOLD, ISOTOPES, PROMPT_OFFSET, RESOLUTION_COMBINE, gaussian_response, true_spectrum
 
 OBSERVABLES = ("spectrum", "ratio", "ratio_to_reference")
@@ -48,10 +48,7 @@ def _response(ctx: SpecReader, d: Any, field: str, n_prompt: int, n_true: int) -
 
 def build_reactor(ctx: SpecReader, spec: dict) -> Experiment:
     """Validate a ``kind = "covariance"`` specification and build the experiment."""
-    ctx.table(spec, "", _REACTOR_TOP)
-    canon: dict[str, Any] = {"schema": SCHEMA_VERSION}
-    meta = experiment_meta(ctx, spec["experiment"])
-    canon["experiment"] = meta
+    canon, meta = begin(ctx, spec, _REACTOR_TOP)
     name = meta["name"]
 
     # reactor: spectrum in true energy ------------------------------------------------

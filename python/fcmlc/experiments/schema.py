@@ -5,8 +5,8 @@ it raises is a ValueError of the form
 
     "<source>: field '<path>': <what is wrong>"
 
-so that a user sees which file and which entry to fix. :func:`experiment_meta` reads the
-[experiment] table that both kinds share, :func:`canonical` makes the canonical JSON form that
+so that a user sees which file and which entry to fix. :func:`begin` checks the top level and reads
+the [experiment] table that both kinds share (:func:`experiment_meta`), :func:`canonical` makes the canonical JSON form that
 ``Experiment.definition()`` returns.
 """
 from __future__ import annotations
@@ -146,6 +146,14 @@ class SpecReader:
             i = int(np.argmax(np.diff(e) <= 0))
             raise self.err(field, f"edges must increase strictly (edge {i + 1} = {e[i + 1]:g} after {e[i]:g})")
         return [float(x) for x in e], e
+
+
+def begin(ctx: SpecReader, spec: dict, top: tuple[str, ...]) -> tuple[dict, dict]:
+    """Start building a specification: check its top-level tables against ``top`` and read
+    [experiment]. Returns (the canonical specification so far, the experiment metadata)."""
+    ctx.table(spec, "", top)
+    meta = experiment_meta(ctx, spec["experiment"])
+    return {"schema": SCHEMA_VERSION, "experiment": meta}, meta
 
 
 def experiment_meta(ctx: SpecReader, d: Any) -> dict:

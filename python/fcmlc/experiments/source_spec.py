@@ -12,7 +12,7 @@ import numpy as np
 from . import gallium as ga
 from .core import Experiment, LinearPart
 from .geometry import source_distance_slices
-from .schema import SCHEMA_VERSION, WEIGHT_RTOL, SpecReader, canonical, experiment_meta
+from .schema import WEIGHT_RTOL, SpecReader, begin, canonical
 
 _SOURCE_TOP = ("schema", "experiment", "neutrino_sources", "target", "measurements", "pulls")
 
@@ -39,10 +39,7 @@ def _geometry(ctx: SpecReader, d: Any, field: str) -> dict:
 
 def build_source(ctx: SpecReader, spec: dict) -> Experiment:
     """Validate a ``kind = "pulls"`` specification and build the experiment."""
-    ctx.table(spec, "", _SOURCE_TOP)
-    canon: dict[str, Any] = {"schema": SCHEMA_VERSION}
-    meta = experiment_meta(ctx, spec["experiment"])
-    canon["experiment"] = meta
+    canon, meta = begin(ctx, spec, _SOURCE_TOP)
     name = meta["name"]
 
     srcs = ctx.req(spec, "neutrino_sources", "")

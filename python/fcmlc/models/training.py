@@ -65,6 +65,12 @@ class _EarlyStopping:
     def exhausted(self) -> bool:
         return self.bad >= self.patience
 
+    def stop_reason(self, out_of_time: bool) -> str | None:
+        """Why training stops after this epoch ('time_budget', 'patience'), or None to go on."""
+        if out_of_time:
+            return "time_budget"
+        return "patience" if self.exhausted else None
+
 
 def resolve_device(device) -> torch.device:
     """The torch device to train on: ``device``, or CUDA when available and the CPU otherwise;
@@ -172,11 +178,8 @@ def fit_regressor(train: Samples, val: Samples, config: RegressorConfig, *, devi
         hist["epoch_seconds"].append(time.monotonic() - t_ep)
         hist["lr"].append(opt.param_groups[0]["lr"])
         epochs.set_postfix(train=f"{hist['train_loss'][-1]:.4f}", val=f"{v:.4f}", best=f"{stopper.best:.4f}")
-        if out_of_time:
-            stop_reason = "time_budget"
-            break
-        if stopper.exhausted:
-            stop_reason = "patience"
+        if (reason := stopper.stop_reason(out_of_time)) is not None:
+            stop_reason = reason
             break
     epochs.close()
     if stopper.best_state is not None:
@@ -289,11 +292,8 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
             hist["epoch_seconds"].append(time.monotonic() - t_ep)
             hist["skipped_batches"].append(skipped)
             epochs.set_postfix(train=f"{hist['train_nll'][-1]:.4f}", val=f"{v:.4f}", best=f"{stopper.best:.4f}")
-            if out_of_time:
-                stop_reason = "time_budget"
-                break
-            if stopper.exhausted:
-                stop_reason = "patience"
+            if (reason := stopper.stop_reason(out_of_time)) is not None:
+                stop_reason = reason
                 break
         epochs.close()
     if stopper.best_state is None:
