@@ -71,7 +71,7 @@ def bench_fit(model, x, repeat=5, threads=2):
     g = model.yhat_grid
     p, steps["KDE on 50x50 y_hat grid"] = timed(kde_grid, samples, g.log_ue4_centres, g.log_dm2_centres, h,
                                                 threads, repeat=repeat)
-    T = model._transition64()
+    T = model.transition64()
     post, steps["integration (2500 x 10000)"] = timed(
         integrate, p.reshape(1, -1), T, g.cell_areas(), threads, False, repeat=repeat)
     yg = model.y_grid

@@ -4,14 +4,13 @@ per-group rescaling of the data vector, as the model says they must be."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
+from conftest import write_dataset
 from fcmlc import experiments as ex
-from fcmlc.dataset import DatasetSpec, create, normalisation_json
+from fcmlc.dataset import normalisation_json
 from fcmlc.models import train
 from fcmlc.models.features import FeatureMap
 from fcmlc.physics import Grid
@@ -66,8 +65,6 @@ def _shape_only_dataset(path, grid, n_per_point, seed):
     random (free normalisations), so only the shape inside each group carries information."""
     n = 6
     norm = json.dumps({"SHAPE": {"norm_groups": [0, 0, 0, 1, 1, 1], "norm_prior": 0.0}})
-    spec = DatasetSpec(("SHAPE",), ("shape-toy",), (n,), grid, n_per_point, seed, "float32", norm)
-    create(Path(path), spec, chunk_points=grid.n_points)
     y = np.log10(grid.points())
     rng = np.random.default_rng(seed)
     shape = np.stack([2 + y[:, 0], 2 - 0.5 * y[:, 0], 2 + 0.3 * y[:, 1], 2 + y[:, 1], 2 - 0.4 * y[:, 1],
@@ -75,11 +72,7 @@ def _shape_only_dataset(path, grid, n_per_point, seed):
     x = shape[:, None, :] * (1 + 0.02 * rng.standard_normal((grid.n_points, n_per_point, n)))
     scale = rng.uniform(0.5, 2.0, size=(grid.n_points, n_per_point, 2))
     x = x * np.repeat(scale, 3, axis=2)
-    with h5py.File(path, "r+") as f:
-        f["data/SHAPE"][...] = x.astype(np.float32)
-        f["progress/done"][...] = 1
-        f.attrs["complete"] = True
-    return Path(path)
+    return write_dataset(path, grid, {"SHAPE": x}, seed, hashes=("shape-toy",), normalisation=norm)
 
 
 def test_fcmlc_posterior_invariant_under_group_rescaling(tmp_path):

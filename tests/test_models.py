@@ -3,36 +3,19 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
 
-from fcmlc.dataset import DatasetSpec, create, open_dataset
+from conftest import write_dataset, write_linear_gaussian
+from fcmlc.dataset import open_dataset
 from fcmlc.models import (FCMLC, CellGrid, ConditionalFlow, MCDropoutMLP, ModelDirectoryError, Regressor,
                           Standardizer, TrainConfig, default_hidden_layers, train, transition_matrix)
 from fcmlc.physics import Grid
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-def write_linear_gaussian(path, A, sigma, grid, n_per_point, seed, name="TOY"):
-    """A dataset in the real on-disk format (fcmlc.dataset.create) whose realizations are
-    x = A y + N(0, sigma^2 I), y = (log10|Ue4|, log10 dm2) of the grid point."""
-    A = np.asarray(A, dtype=float)
-    spec = DatasetSpec((name,), (f"linear-gaussian-{seed}",), (A.shape[0],), grid, n_per_point, seed, "float32")
-    create(Path(path), spec, chunk_points=grid.n_points)
-    y = np.log10(grid.points())
-    rng = np.random.default_rng(seed)
-    x = (y @ A.T)[:, None, :] + sigma * rng.standard_normal((grid.n_points, n_per_point, A.shape[0]))
-    with h5py.File(path, "r+") as f:
-        f[f"data/{name}"][...] = x.astype(np.float32)
-        f["progress/done"][...] = 1
-        f.attrs["complete"] = True
-    return Path(path)
 
 
 A_SMALL = np.array([[1.0, 0.3], [0.2, 1.0], [0.7, -0.5]])
@@ -318,15 +301,9 @@ def test_time_budget_stops_gracefully(tiny_dataset):
 
 def test_experiment_subset_selects_columns(tmp_path):
     grid = Grid(shape=(5, 5))
-    spec = DatasetSpec(("A", "B"), ("ha", "hb"), (2, 3), grid, 6, 0, "float32")
-    p = tmp_path / "two.h5"
-    create(p, spec, chunk_points=grid.n_points)
     rng = np.random.default_rng(0)
-    with h5py.File(p, "r+") as f:
-        f["data/A"][...] = rng.normal(size=(25, 6, 2))
-        f["data/B"][...] = rng.normal(size=(25, 6, 3))
-        f["progress/done"][...] = 1
-        f.attrs["complete"] = True
+    data = {"A": rng.normal(size=(25, 6, 2)), "B": rng.normal(size=(25, 6, 3))}
+    p = write_dataset(tmp_path / "two.h5", grid, data, 0, hashes=("ha", "hb"))
     cfg = {**TINY, "regressor": {**TINY["regressor"], "max_epochs": 1}, "flow": {**TINY["flow"], "max_epochs": 1}}
     m = train(p, experiments=["B"], config=cfg, device="cpu", progress=False)
     assert m.experiments == ["B"] and m.n_features == 3 and m.info["experiment_hashes"] == {"B": "hb"}

@@ -30,14 +30,12 @@ working pipeline from a wrong one.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 import torch
 
-from fcmlc.dataset import DatasetSpec, create
+from conftest import write_linear_gaussian
 from fcmlc.models import FCMLC, train
 from fcmlc.physics import Grid
 
@@ -63,20 +61,6 @@ CONFIG = {
 }
 
 
-def write_linear_gaussian(path, grid, n_per_point, seed, name="TOY"):
-    """The toy dataset in the real on-disk format (fcmlc.dataset.create, paper split)."""
-    spec = DatasetSpec((name,), (f"linear-gaussian-{seed}",), (A.shape[0],), grid, n_per_point, seed, "float32")
-    create(Path(path), spec, chunk_points=grid.n_points)
-    y = np.log10(grid.points())
-    rng = np.random.default_rng(seed)
-    x = (y @ A.T)[:, None, :] + SIGMA * rng.standard_normal((grid.n_points, n_per_point, A.shape[0]))
-    with h5py.File(path, "r+") as f:
-        f[f"data/{name}"][...] = x.astype(np.float32)
-        f["progress/done"][...] = 1
-        f.attrs["complete"] = True
-    return Path(path)
-
-
 def true_masses(model: FCMLC, x: np.ndarray) -> np.ndarray:
     """Exact posterior cell masses on the model's y grid, shape (n_dm2, n_ue4), summing to 1."""
     pts = model.y_grid.log_points()  # (n_cells, 2), |Ue4| fastest
@@ -96,7 +80,7 @@ def toy(tmp_path_factory):
     torch.set_num_threads(1)  # posteriors in the tests, same reason as CONFIG["threads"]
     try:
         d = tmp_path_factory.mktemp("toy")
-        ds = write_linear_gaussian(d / "toy.h5", GRID, N_PER_POINT, seed=11)
+        ds = write_linear_gaussian(d / "toy.h5", A, SIGMA, GRID, N_PER_POINT, seed=11)
         t0 = time.perf_counter()
         model = train(ds, out=d / "model", config=CONFIG, device="cpu", seed=4, progress=False)
         model.info["test_training_seconds"] = time.perf_counter() - t0

@@ -37,7 +37,8 @@ def ue4_from_sin2_2theta(s2):
     return np.sqrt(0.5 * (1.0 - np.sqrt(1.0 - s2)))
 
 
-def _check_params(ue4, dm2):
+def check_params(ue4, dm2):
+    """(|Ue4|, dm2) as float arrays, checked: finite, |Ue4| in [0, 1], dm2 >= 0 eV^2 (ValueError otherwise)."""
     ue4 = np.asarray(ue4, dtype=float)
     dm2 = np.asarray(dm2, dtype=float)
     if not (np.all(np.isfinite(ue4)) and np.all(np.isfinite(dm2))):
@@ -49,13 +50,17 @@ def _check_params(ue4, dm2):
     return ue4, dm2
 
 
+#: Old private name of :func:`check_params`, kept while other modules still import it.
+_check_params = check_params
+
+
 def survival_probability(ue4, dm2, L, E):
     """Point-evaluated P(nue -> nue); NumPy broadcasting; L in m, E in MeV, dm2 in eV^2.
 
     Use :func:`averaged_survival_probability` for a bin: point values at bin centres are
     wrong where the oscillation is fast.
     """
-    ue4, dm2 = _check_params(ue4, dm2)
+    ue4, dm2 = check_params(ue4, dm2)
     L = np.asarray(L, dtype=float)
     E = np.asarray(E, dtype=float)
     if np.any(E <= 0):
@@ -72,7 +77,7 @@ def averaged_survival_probability(ue4, dm2, L_lo, L_hi, E_lo, E_hi, threads=None
     variable. Computed by the C++ kernel (closed forms with the sine integral, or
     Gauss-Legendre quadrature where the phase is slow), accurate to ~1e-12.
     """
-    ue4, dm2 = _check_params(ue4, dm2)
+    ue4, dm2 = check_params(ue4, dm2)
     arrs = np.broadcast_arrays(ue4, dm2, *(np.asarray(a, dtype=float) for a in (L_lo, L_hi, E_lo, E_hi)))
     shape = arrs[0].shape
     flat = [np.ascontiguousarray(a, dtype=float).ravel() for a in arrs]

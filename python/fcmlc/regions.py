@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._checks import check_level
+
 __all__ = [
     "cell_edges",
     "cell_widths",
     "cell_areas",
+    "check_density",
     "hpd_threshold",
     "hpd_region",
     "credible_level_map",
@@ -87,14 +90,9 @@ def cell_areas(x_centres, y_centres, log: bool = True) -> np.ndarray:
 # ---- highest-density credible regions (Eq. 3) ----------------------------------------------
 
 
-def _check_level(level) -> float:
-    level = float(level)
-    if not (0.0 < level <= 1.0):
-        raise ValueError(f"credibility level must lie in (0, 1] (e.g. 0.9 for 90%), got {level!r}")
-    return level
-
-
-def _check_density(density) -> np.ndarray:
+def check_density(density) -> np.ndarray:
+    """``density`` as a float array, checked: not empty, finite and >= 0 (a ValueError naming the
+    first bad entry otherwise)."""
     d = np.asarray(density, dtype=float)
     if d.size == 0:
         raise ValueError("density is empty")
@@ -108,7 +106,7 @@ def _check_density(density) -> np.ndarray:
 
 
 def _density_and_mass(density, cell_area):
-    d = _check_density(density)
+    d = check_density(density)
     if cell_area is None:
         mass = d
     else:
@@ -146,7 +144,7 @@ def hpd_threshold(density, level, cell_area=None) -> float:
     reaches the last cell that still changes the running sum in double precision
     (cells lighter than ~1e-16 of the total may be left out).
     """
-    level = _check_level(level)
+    level = check_level(level, "credibility level")
     d, mass = _density_and_mass(density, cell_area)
     _, ds, cum = _sorted_cumulative(d, mass)
     i = min(int(np.searchsorted(cum, level, side="left")), ds.size - 1)
@@ -193,7 +191,7 @@ def raster_upper_limits(density, x_edges, level) -> np.ndarray:
     the density is written per |Ue4| or per log10|Ue4|, as long as the cells carry
     the same mass.
     """
-    level = _check_level(level)
+    level = check_level(level, "credibility level")
     d = np.asarray(density, dtype=float)
     e = np.asarray(x_edges, dtype=float)
     if d.ndim != 2:
@@ -203,7 +201,7 @@ def raster_upper_limits(density, x_edges, level) -> np.ndarray:
     w = np.diff(e)
     if not np.all(np.isfinite(e)) or np.any(w <= 0):
         raise ValueError("x_edges must be finite and strictly increasing")
-    _check_density(d)
+    check_density(d)
     mass = d * w
     tot = mass.sum(axis=1)
     out = np.full(d.shape[0], np.nan)

@@ -15,7 +15,6 @@ docs/experiments.md for the TOML schema and the physics choices behind each buil
 from __future__ import annotations
 
 import functools
-import tomllib
 from importlib import resources
 from os import PathLike
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 from .core import Experiment, ExperimentSet, LinearPart, check_covariance, stream_id_of
 from .loaders import load_danss_ratio, load_neos_ratio, load_prospect_release
 from .spec import SCHEMA_VERSION, build
+from .toml_io import TOMLDecodeError, loads as toml_loads
 
 __all__ = [
     "Experiment", "ExperimentSet", "available", "load", "from_toml", "from_dict", "combine",
@@ -106,8 +106,8 @@ def load(name: str, data_dir: str | PathLike | None = None) -> Experiment:
 
 def _from_text(text: str, source: str) -> Experiment:
     try:
-        spec = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
+        spec = toml_loads(text)
+    except TOMLDecodeError as e:
         raise ValueError(f"{source}: not valid TOML: {e}") from None
     return build(spec, source)
 

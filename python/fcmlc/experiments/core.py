@@ -20,7 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from .. import _core
-from ..physics import Grid, sin2_2theta
+from ..physics import Grid, check_params, sin2_2theta
+from .toml_io import dumps as toml_dumps
 
 KINDS = ("covariance", "pulls")
 
@@ -335,15 +336,7 @@ class Experiment:
         broadcast_shape + (n_bins,), e.g. (n_points, n_bins) for 1-D arrays. Raises ValueError
         unless |Ue4| is in [0, 1], dm2 >= 0 and both are finite. dm2 outside the paper's grid is
         allowed (the model is exact at any dm2)."""
-        u = np.asarray(ue4, dtype=float)
-        d = np.asarray(dm2, dtype=float)
-        if not (np.all(np.isfinite(u)) and np.all(np.isfinite(d))):
-            raise ValueError("|Ue4| and dm2 must be finite")
-        if np.any((u < 0) | (u > 1)):
-            raise ValueError("|Ue4| must lie in [0, 1]")
-        if np.any(d < 0):
-            raise ValueError("dm2 must be >= 0 eV^2")
-        u, d = np.broadcast_arrays(u, d)
+        u, d = np.broadcast_arrays(*check_params(ue4, dm2))
         shape = u.shape
         mu = self._expect_s2(sin2_2theta(u.ravel()), d.ravel(), threads)
         return mu.reshape(shape + (self.n_bins,))
@@ -375,9 +368,7 @@ class Experiment:
     def to_toml(self) -> str:
         """The definition as a TOML document that :func:`fcmlc.experiments.from_toml` reads back
         into an identical experiment (same definition_hash)."""
-        from .toml_io import dumps
-
-        return dumps(self._definition, header=f"fcmlc experiment model: {self.name}")
+        return toml_dumps(self._definition, header=f"fcmlc experiment model: {self.name}")
 
 
 def _block_diag(blocks: list[np.ndarray]) -> np.ndarray:

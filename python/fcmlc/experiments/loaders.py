@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import re
-import tomllib
 from importlib import resources
 from os import PathLike
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from .core import Experiment
 from .geometry import equal_rms_slice, sigma_disk_projection, sigma_uniform
 from .spec import build
+from .toml_io import loads as toml_loads
 
 # --------------------------------------------------------------------------------------
 # file helpers
@@ -65,7 +65,7 @@ def _read_table(path: Path, what: str, shape: tuple[int | None, int | None]) -> 
 
 def _builtin_spec(name: str) -> dict:
     text = resources.files(__package__).joinpath("data", f"{name}.toml").read_text(encoding="utf-8")
-    return tomllib.loads(text)
+    return toml_loads(text)
 
 
 # --------------------------------------------------------------------------------------

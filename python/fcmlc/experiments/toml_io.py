@@ -1,6 +1,10 @@
-"""Minimal TOML writer for experiment definitions (the standard library only reads TOML).
+"""TOML for experiment definitions: the one reader (:func:`loads`) and a minimal writer (:func:`dumps`).
 
-Writes the subset the experiment schema uses: tables, arrays of tables, strings, booleans,
+Reading uses the standard library's ``tomllib`` (Python >= 3.11) or, on Python 3.10, the
+``tomli`` package it came from (same API; a dependency there, see pyproject.toml). Every TOML
+reader of fcmlc goes through :func:`loads` and :data:`TOMLDecodeError` here.
+
+The writer writes the subset the experiment schema uses: tables, arrays of tables, strings, booleans,
 integers, floats (including inf and nan), and (nested) arrays of those. Floats are written with
 ``repr`` so they read back bit-identical.
 """
@@ -9,6 +13,14 @@ from __future__ import annotations
 import json
 import math
 import re
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+#: The error :func:`loads` raises for text that is not valid TOML.
+TOMLDecodeError = tomllib.TOMLDecodeError
 
 _BARE = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -85,6 +97,11 @@ def _emit(lines: list[str], path: list[str], d: dict, array_item: bool = False) 
     for k, items in later_arrays:
         for item in items:
             _emit(lines, path + [k], item, array_item=True)
+
+
+def loads(text: str) -> dict:
+    """Parse TOML text into nested dicts (``tomllib.loads``); raises :data:`TOMLDecodeError`."""
+    return tomllib.loads(text)
 
 
 def dumps(d: dict, header: str | None = None) -> str:

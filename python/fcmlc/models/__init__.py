@@ -1,6 +1,11 @@
 """Learning components of FCMLC: the MC-dropout regressor, the conditional flow p(y | y_hat),
 the training loops, and the :class:`FCMLC` pipeline (train, save/load, posterior).
 
+Modules, in data-flow order: ``features`` (data vector -> network input), ``regressor``,
+``flow`` (with the grids and the transition matrix), ``config`` (hyper-parameters and presets),
+``samples`` (training data), ``training`` (the loops), ``model`` (:class:`FCMLC`),
+``directory`` (its saved form), ``pipeline`` (:func:`train`).
+
     >>> import fcmlc.models as fm
     >>> model = fm.train("sim.h5", out="model/")          # regressor, flow, transition matrix
     >>> model = fm.FCMLC.load("model/")
@@ -8,10 +13,14 @@ the training loops, and the :class:`FCMLC` pipeline (train, save/load, posterior
 """
 from __future__ import annotations
 
+from .config import FlowConfig, RegressorConfig, TrainConfig
+from .directory import FORMAT_VERSION, ModelDirectoryError
 from .flow import CellGrid, ConditionalFlow, build_flow, transition_matrix
-from .pipeline import FCMLC, FORMAT_VERSION, ModelDirectoryError, train
+from .model import FCMLC
+from .pipeline import train
 from .regressor import MCDropoutMLP, Regressor, Standardizer, default_hidden_layers
-from .training import FlowConfig, RegressorConfig, Samples, TrainConfig, fit_flow, fit_regressor
+from .samples import Samples
+from .training import fit_flow, fit_regressor
 
 __all__ = [
     "FCMLC", "train", "ModelDirectoryError", "FORMAT_VERSION",

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .regressor import Standardizer
 
@@ -227,8 +228,6 @@ def transition_matrix(flow: ConditionalFlow, yhat_grid: CellGrid, y_grid: CellGr
     slower on a CPU). Cost: one flow evaluation per pair, 25M pairs for the default 50x50 y_hat
     and 100x100 y grids (minutes on 2 CPU cores, see ``benchmarks/results/training.md``).
     """
-    from tqdm.auto import tqdm
-
     yhat_pts = yhat_grid.log_points()
     y_pts = y_grid.log_points()
     n_k, n_c = len(yhat_pts), len(y_pts)

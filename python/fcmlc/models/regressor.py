@@ -23,12 +23,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._checks import check_positive_int, check_seed
+
 __all__ = [
     "Standardizer",
     "MCDropoutMLP",
     "Regressor",
     "default_hidden_layers",
     "make_generator",
+    "as_seed",
 ]
 
 #: Table III: one experiment.
@@ -51,19 +54,16 @@ def default_hidden_layers(n_experiments: int) -> tuple[int, ...]:
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A ``torch.Generator`` on ``device`` seeded with ``seed`` (a non-negative integer)."""
     g = torch.Generator(device=torch.device(device))
-    g.manual_seed(_as_seed(seed))
+    g.manual_seed(as_seed(seed))
     return g
 
 
-def _as_seed(seed) -> int:
+def as_seed(seed) -> int:
     """Fold an int or a tuple of ints into a 63-bit torch seed (deterministic)."""
     if isinstance(seed, (tuple, list)):
         ss = np.random.SeedSequence([int(s) for s in seed])
     else:
-        seed = int(seed)
-        if seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed}")
-        ss = np.random.SeedSequence(seed)
+        ss = np.random.SeedSequence(check_seed(seed))
     return int(ss.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
@@ -158,8 +158,7 @@ class MCDropoutMLP(nn.Module):
     def __init__(self, n_features: int, hidden: Sequence[int] = HIDDEN_SINGLE, dropout: float = 0.02,
                  n_outputs: int = 2):
         super().__init__()
-        if int(n_features) < 1:
-            raise ValueError(f"n_features must be >= 1, got {n_features}")
+        n_features = check_positive_int(n_features, "n_features")
         hidden = tuple(int(h) for h in hidden)
         if len(hidden) == 0 or min(hidden) < 1:
             raise ValueError(f"hidden layer sizes must be positive integers, got {hidden}")
@@ -272,9 +271,7 @@ class Regressor:
         ``MC_BLOCK_ROWS`` (vector, sample) rows.
         """
         x = self._check_x(x)
-        n_samples = int(n_samples)
-        if n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        n_samples = check_positive_int(n_samples, "n_samples")
         n = x.shape[0]
         z = torch.as_tensor(self.x_scaler.transform(x), dtype=torch.float32, device=self.device)
         out = np.empty((n, n_samples, 2), dtype=np.float64)

@@ -1,45 +1,10 @@
-"""Training loops for the FCMLC regressor and conditional flow, and their configuration.
+"""Training loops for the FCMLC regressor and conditional flow (early stopping, time budget).
 
-Hyper-parameters
-----------------
-The *defaults* (:meth:`TrainConfig.default`, ``hyperparameters="paper"``) are the paper's
-Tables III and IV: regressor layers (100, 100, 50, 25, 10) for one experiment and
-(150, 100, 50, 25, 25) for several, dropout 0.02 before each hidden layer, Adam lr 1e-3,
-batch 32, MSE, early stopping with patience 50 epochs on a 10 % validation split, constant
-learning rate; flow dropout 0.15, Adam lr 5e-4, batch 512 (dropout 0.10 and weight decay
-1e-5 for BEST alone). The paper gives no patience for the flow: 50 epochs, like the
-regressor, is assumed. There is no time limit by default.
-
-With batch 32 one epoch of a paper-scale single-experiment data set (367k training samples)
-is ~11,500 optimizer steps; on 2 CPU cores that is tens of seconds per epoch, and patience 50
-means at least 50 epochs after the last improvement, i.e. hours (see
-``benchmarks/results/training.md``). The preset :meth:`TrainConfig.fast`
-(``hyperparameters="fast"``, CLI ``--fast``) keeps the architectures, dropout rates and loss
-but changes the optimisation schedule so that regressor + flow train within 20 minutes on
-2 CPU cores:
-
-* regressor: batch 256 with lr 2e-3 (square-root scaling of lr 1e-3 for an 8x larger batch
-  would be 2.8e-3; 2e-3 is the slightly more conservative choice), a reduce-on-plateau
-  schedule (x0.5 after 3 epochs without improvement), early stopping patience 8, at most
-  200 epochs;
-* flow: the paper's batch 512, lr 5e-4 and dropout, early-stopping patience 8, at most 100 epochs;
-* a wall-clock ``time_budget`` of 840 s (14 min) for both networks, leaving ~6 minutes for
-  loading the data, the transition matrix (25M flow evaluations, the dominant remaining
-  cost) and saving, split 60/40 between regressor and flow (the flow gets
-  whatever the regressor leaves unused). Training stops gracefully when its share is spent
-  and keeps the weights with the best validation loss. A run stopped by the budget depends on
-  the machine's speed; the stop reason is recorded in the model's config.json.
+Settings: :mod:`fcmlc.models.config` (the paper's Tables III and IV and the ``fast`` preset);
+data: :class:`fcmlc.models.samples.Samples`.
 
 Adam uses PyTorch's fused implementation where the installed torch supports it on the device
 (same update rule; at batch 32 on a CPU it removes about half of the per-step overhead).
-
-Data
-----
-Training data come from a :class:`fcmlc.dataset.SimDataset`. When the training split fits
-in memory (``in_memory="auto"``: at most min(4 GiB, RAM / 4, available memory / 2)) it is loaded
-once; otherwise every epoch streams it from disk with ``SimDataset.iter_batches`` in chunks
-of ``chunk_rows`` samples (shuffled by the dataset and again within each chunk), so memory
-stays bounded.
 
 Reproducibility: weight initialisation, shuffling, dropout masks and dequantisation noise
 all derive from ``seed``; the same seed, data, device and thread count give the same model
@@ -47,319 +12,21 @@ all derive from ``seed``; the same seed, data, device and thread count give the 
 """
 from __future__ import annotations
 
-import copy
 import math
-import os
 import time
-from dataclasses import asdict, dataclass, field, fields
-from typing import Iterator
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from .config import FlowConfig, RegressorConfig, TrainConfig
 from .flow import ConditionalFlow
-from .regressor import MCDropoutMLP, Regressor, Standardizer, _as_seed, default_hidden_layers, make_generator
+from .regressor import MCDropoutMLP, Regressor, Standardizer, as_seed, make_generator
+from .samples import Samples, memory_limit_bytes
 
 __all__ = ["RegressorConfig", "FlowConfig", "TrainConfig", "Samples", "fit_regressor", "fit_flow",
-           "memory_limit_bytes"]
+           "memory_limit_bytes", "resolve_device"]
 
-
-# --------------------------------------------------------------------------------------------
-# configuration
-# --------------------------------------------------------------------------------------------
-
-@dataclass
-class RegressorConfig:
-    """MC-dropout regressor (Table III). ``hidden=None`` picks the Table III sizes from the
-    number of experiments."""
-
-    hidden: tuple | None = None
-    dropout: float = 0.02
-    lr: float = 1e-3
-    batch_size: int = 32
-    weight_decay: float = 0.0
-    max_epochs: int = 10000
-    patience: int = 50
-    min_delta: float = 0.0  # relative improvement of the validation loss that counts
-    lr_plateau_patience: int | None = None  # None: constant learning rate (the paper)
-    lr_plateau_factor: float = 0.5
-
-
-@dataclass
-class FlowConfig:
-    """Conditional rational-quadratic spline flow (Table IV).
-
-    Architecture: ``n_layers`` spline layers (masked autoregressive by default, see
-    :mod:`fcmlc.models.flow`), each with a residual conditioner of ``n_blocks`` blocks of
-    ``hidden`` units and ``n_bins`` spline bins on [-tail_bound, tail_bound] (standardised
-    units; the y box spans about +-1.8 there), followed by a learned LU-linear mixing. Four
-    layers of 64 units model the smooth, bounded 2-D densities p(y | y_hat) well (nominal
-    coverage in the paper-scale runs of ``benchmarks/RESULTS.md``); one epoch of 367k pairs
-    takes about 30 s on one CPU core (~50 us per training pair, compute-bound, not overhead).
-    """
-
-    n_layers: int = 4
-    hidden: int = 64
-    n_blocks: int = 2
-    n_bins: int = 8
-    tail_bound: float = 4.0
-    transform: str = "autoregressive"
-    dropout: float = 0.15
-    lr: float = 5e-4
-    batch_size: int = 512
-    weight_decay: float = 0.0
-    max_epochs: int = 10000
-    patience: int = 50  # not given in the paper: assumed equal to the regressor's
-    min_delta: float = 0.0  # absolute improvement of the validation NLL (nats) that counts
-    grad_clip: float | None = 5.0
-    dequantize: bool = True  # jitter the grid-valued y uniformly within its grid cell
-
-    def architecture(self) -> dict:
-        return dict(n_layers=self.n_layers, hidden=self.hidden, n_blocks=self.n_blocks, n_bins=self.n_bins,
-                    dropout=self.dropout, tail_bound=self.tail_bound, transform=self.transform)
-
-
-@dataclass
-class TrainConfig:
-    regressor: RegressorConfig = field(default_factory=RegressorConfig)
-    flow: FlowConfig = field(default_factory=FlowConfig)
-    validation_fraction: float = 0.1
-    yhat_shape: tuple = (50, 50)  # (n_ue4, n_dm2) cells of the KDE grid (paper: 50 x 50)
-    y_shape: tuple = (100, 100)  # (n_ue4, n_dm2) cells of the posterior grid (paper: 100 x 100)
-    yhat_margin: float = 0.0  # widen the y_hat grid by this fraction of the range on each side
-    time_budget: float | None = None  # seconds for regressor + flow; None: no limit
-    regressor_time_fraction: float = 0.6
-    in_memory: str | bool = "auto"
-    chunk_rows: int = 65536
-    threads: int | None = None  # torch intra-op threads during training; None: leave as is
-    hyperparameters: str = "paper"  # preset the settings started from: "paper" or "fast" (config.json)
-
-    @classmethod
-    def default(cls, experiments=None) -> "TrainConfig":
-        """The defaults: the paper's Tables III and IV (same as :meth:`paper`)."""
-        return cls.paper(experiments)
-
-    @classmethod
-    def paper(cls, experiments=None) -> "TrainConfig":
-        """Tables III and IV as published: batch 32, lr 1e-3, patience 50, no LR schedule and
-        no time budget for the regressor; flow lr 5e-4, batch 512 (its patience is not given in
-        the paper: 50 epochs, like the regressor, is assumed)."""
-        cfg = cls(hyperparameters="paper")
-        cfg._apply_experiment_rules(experiments)
-        return cfg
-
-    @classmethod
-    def fast(cls, experiments=None) -> "TrainConfig":
-        """Same networks, faster schedule: a paper-scale single-experiment data set trains in
-        <= 20 minutes on 2 CPU cores (see the module docstring for the values and why)."""
-        cfg = cls(
-            regressor=RegressorConfig(lr=2e-3, batch_size=256, max_epochs=200, patience=8, min_delta=1e-4,
-                                      lr_plateau_patience=3),
-            flow=FlowConfig(max_epochs=100, patience=8, min_delta=1e-4),
-            time_budget=840.0,
-            hyperparameters="fast",
-        )
-        cfg._apply_experiment_rules(experiments)
-        return cfg
-
-    @classmethod
-    def preset(cls, name: str, experiments=None) -> "TrainConfig":
-        """:meth:`paper` (also called "default") or :meth:`fast` by name."""
-        name = str(name).lower()
-        if name in ("paper", "default"):
-            return cls.paper(experiments)
-        if name == "fast":
-            return cls.fast(experiments)
-        raise ValueError(f"unknown hyper-parameter preset {name!r}: expected 'paper' (the default) or 'fast'")
-
-    def _apply_experiment_rules(self, experiments):
-        if experiments is None:
-            return
-        names = [str(e).lower() for e in experiments]
-        if self.regressor.hidden is None:
-            self.regressor.hidden = default_hidden_layers(len(names))
-        if names == ["best"]:  # Table IV, BEST row
-            self.flow.dropout = 0.10
-            self.flow.weight_decay = 1e-5
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        if d["regressor"]["hidden"] is not None:
-            d["regressor"]["hidden"] = list(d["regressor"]["hidden"])
-        d["yhat_shape"] = list(self.yhat_shape)
-        d["y_shape"] = list(self.y_shape)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict, base: "TrainConfig | None" = None) -> "TrainConfig":
-        """Overlay a (possibly partial) dict on ``base`` (default: :meth:`default`)."""
-        cfg = copy.deepcopy(base) if base is not None else cls()
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown training configuration keys: {sorted(unknown)}")
-        for k, v in d.items():
-            if k == "regressor":
-                cfg.regressor = _overlay(cfg.regressor, v, "regressor")
-            elif k == "flow":
-                cfg.flow = _overlay(cfg.flow, v, "flow")
-            else:
-                setattr(cfg, k, tuple(v) if k in ("yhat_shape", "y_shape") else v)
-        if cfg.regressor.hidden is not None:
-            cfg.regressor.hidden = tuple(int(h) for h in cfg.regressor.hidden)
-        return cfg
-
-    def validate(self):
-        if not (0.0 < self.validation_fraction < 1.0):
-            raise ValueError(f"validation_fraction must lie in (0, 1), got {self.validation_fraction}")
-        if self.time_budget is not None and not self.time_budget > 0:
-            raise ValueError(f"time_budget must be > 0 seconds or None, got {self.time_budget}")
-        if not (0.0 < self.regressor_time_fraction < 1.0):
-            raise ValueError("regressor_time_fraction must lie in (0, 1)")
-        for name in ("yhat_shape", "y_shape"):
-            s = getattr(self, name)
-            if len(s) != 2 or min(int(v) for v in s) < 2:
-                raise ValueError(f"{name} must be two integers >= 2, got {s}")
-        for part in (self.regressor, self.flow):
-            if part.batch_size < 1 or part.max_epochs < 1 or part.patience < 1 or not part.lr > 0:
-                raise ValueError(f"invalid optimisation settings: {part}")
-        if self.hyperparameters not in ("paper", "fast"):
-            raise ValueError(f"hyperparameters must be 'paper' or 'fast', got {self.hyperparameters!r}")
-        if self.in_memory not in ("auto", True, False):
-            raise ValueError(f"in_memory must be 'auto', True or False, got {self.in_memory!r}")
-
-
-def _overlay(obj, d, what):
-    if isinstance(d, type(obj)):
-        return copy.deepcopy(d)
-    known = {f.name for f in fields(obj)}
-    unknown = set(d) - known
-    if unknown:
-        raise ValueError(f"unknown {what} configuration keys: {sorted(unknown)}")
-    new = copy.deepcopy(obj)
-    for k, v in d.items():
-        setattr(new, k, v)
-    return new
-
-
-def memory_limit_bytes() -> int:
-    """Largest training set held in memory by ``in_memory='auto'``:
-    min(4 GiB, physical RAM / 4, currently available memory / 2)."""
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        ram = 8 << 30
-    avail = ram
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    avail = int(line.split()[1]) * 1024
-                    break
-    except OSError:
-        pass
-    return int(min(4 << 30, ram // 4, avail // 2))
-
-
-# --------------------------------------------------------------------------------------------
-# data
-# --------------------------------------------------------------------------------------------
-
-class Samples:
-    """A set of dataset samples (by index), in memory or streamed from the dataset.
-
-    ``chunks(shuffle_seed)`` yields (x float32 (r, d), y_log float64 (r, 2)) with
-    y_log = (log10|Ue4|, log10 dm2); with a seed the order is shuffled.
-    """
-
-    def __init__(self, dataset, indices, columns=None, in_memory: bool = True, chunk_rows: int = 65536,
-                 progress: bool = False, desc: str = "loading", features=None):
-        self.dataset = dataset
-        #: raw bins -> network features (:class:`fcmlc.models.features.FeatureMap`; None: raw bins)
-        self.features = features
-        self.indices = np.asarray(indices, dtype=np.int64)
-        self.columns = None if columns is None else np.asarray(columns, dtype=np.int64)
-        self.chunk_rows = int(chunk_rows)
-        self.in_memory = bool(in_memory)
-        self.x = self.y = None
-        if self.in_memory:
-            from tqdm.auto import tqdm
-
-            xs, ys = [], []
-            with tqdm(total=len(self.indices), desc=desc, unit="sample", disable=not progress, leave=False) as bar:
-                for x, y in self._stream(None):
-                    xs.append(x)
-                    ys.append(y)
-                    bar.update(len(x))
-            d = self.n_features_from(dataset)
-            self.x = np.concatenate(xs) if xs else np.empty((0, d), np.float32)
-            self.y = np.concatenate(ys) if ys else np.empty((0, 2))
-
-    def n_features_from(self, dataset) -> int:
-        return len(self.columns) if self.columns is not None else int(dataset.n_features)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def _stream(self, shuffle_seed):
-        for x, y in self.dataset.iter_batches(self.indices, self.chunk_rows, shuffle_seed=shuffle_seed):
-            x = np.asarray(x)
-            if self.columns is not None:
-                x = x[:, self.columns]
-            if self.features is not None:
-                x = self.features.transform(x, np.float32)
-            yield np.ascontiguousarray(x, dtype=np.float32), _log_targets(y)
-
-    def chunks(self, shuffle_seed=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        if self.in_memory:
-            n = len(self.x)
-            if shuffle_seed is None:
-                for r0 in range(0, n, self.chunk_rows):
-                    yield self.x[r0:r0 + self.chunk_rows], self.y[r0:r0 + self.chunk_rows]
-            else:
-                order = np.random.default_rng(_seed_list(shuffle_seed)).permutation(n)
-                for r0 in range(0, n, self.chunk_rows):
-                    sel = order[r0:r0 + self.chunk_rows]
-                    yield self.x[sel], self.y[sel]
-        else:
-            ds_seed = None if shuffle_seed is None else _as_seed(shuffle_seed) % (2 ** 31)
-            rng = None if shuffle_seed is None else np.random.default_rng(_seed_list(shuffle_seed) + [7])
-            for x, y in self._stream(ds_seed):
-                if rng is not None:
-                    p = rng.permutation(len(x))
-                    x, y = x[p], y[p]
-                yield x, y
-
-    def moments(self):
-        """(n, sum x, sum x^2, sum y, sum y^2) in float64, in one pass."""
-        n = 0
-        sx = sxx = sy = syy = 0.0
-        for x, y in self.chunks(None):
-            x64 = x.astype(np.float64)
-            n += len(x)
-            sx = sx + x64.sum(axis=0)
-            sxx = sxx + np.square(x64).sum(axis=0)
-            sy = sy + y.sum(axis=0)
-            syy = syy + np.square(y).sum(axis=0)
-        return n, sx, sxx, sy, syy
-
-
-def _seed_list(seed) -> list:
-    return [int(s) for s in seed] if isinstance(seed, (tuple, list)) else [int(seed)]
-
-
-def _log_targets(y) -> np.ndarray:
-    y = np.asarray(y, dtype=np.float64)
-    if y.ndim != 2 or y.shape[1] != 2:
-        raise ValueError(f"dataset targets must have shape (n, 2) = (|Ue4|, dm2), got {y.shape}")
-    if np.any(y <= 0) or not np.all(np.isfinite(y)):
-        raise ValueError("dataset targets (|Ue4|, dm2) must be finite and > 0 to take log10")
-    return np.log10(y)
-
-
-# --------------------------------------------------------------------------------------------
-# loops
-# --------------------------------------------------------------------------------------------
 
 class _Deadline:
     def __init__(self, seconds):
@@ -398,8 +65,16 @@ class _EarlyStopping:
     def exhausted(self) -> bool:
         return self.bad >= self.patience
 
+    def stop_reason(self, out_of_time: bool) -> str | None:
+        """Why training stops after this epoch ('time_budget', 'patience'), or None to go on."""
+        if out_of_time:
+            return "time_budget"
+        return "patience" if self.exhausted else None
 
-def _resolve_device(device) -> torch.device:
+
+def resolve_device(device) -> torch.device:
+    """The torch device to train on: ``device``, or CUDA when available and the CPU otherwise;
+    a ValueError when CUDA is asked for but torch sees none."""
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -428,9 +103,7 @@ def fit_regressor(train: Samples, val: Samples, config: RegressorConfig, *, devi
     Returns (Regressor, history dict). Early stopping on the validation MSE (evaluated with
     dropout on and fixed masks, as the network is used); the best weights are restored.
     """
-    from tqdm.auto import tqdm
-
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     if config.hidden is None:
         raise ValueError("RegressorConfig.hidden is not set (use TrainConfig.default(experiments))")
     n, sx, sxx, sy, syy = train.moments()
@@ -438,7 +111,7 @@ def fit_regressor(train: Samples, val: Samples, config: RegressorConfig, *, devi
     y_scaler = Standardizer.from_moments(n, sy, syy)
     n_features = x_scaler.dim
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(_as_seed((seed, 11)))
+        torch.manual_seed(as_seed((seed, 11)))
         net = MCDropoutMLP(n_features, config.hidden, config.dropout).to(dev)
     opt = _adam(net.parameters(), config.lr, config.weight_decay, dev)
     sched = None
@@ -505,11 +178,8 @@ def fit_regressor(train: Samples, val: Samples, config: RegressorConfig, *, devi
         hist["epoch_seconds"].append(time.monotonic() - t_ep)
         hist["lr"].append(opt.param_groups[0]["lr"])
         epochs.set_postfix(train=f"{hist['train_loss'][-1]:.4f}", val=f"{v:.4f}", best=f"{stopper.best:.4f}")
-        if out_of_time:
-            stop_reason = "time_budget"
-            break
-        if stopper.exhausted:
-            stop_reason = "patience"
+        if (reason := stopper.stop_reason(out_of_time)) is not None:
+            stop_reason = reason
             break
     epochs.close()
     if stopper.best_state is not None:
@@ -535,12 +205,10 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
     a continuous density rather than spikes on the training grid. Early stopping on the
     validation negative log-likelihood (fixed y_hat draws and jitter, flow dropout off).
     """
-    from tqdm.auto import tqdm
-
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     regressor.to(dev)
     y_scaler = regressor.y_scaler
-    flow = ConditionalFlow.create(y_scaler, seed=_as_seed((seed, 21)) % (2 ** 62), device=dev,
+    flow = ConditionalFlow.create(y_scaler, seed=as_seed((seed, 21)) % (2 ** 62), device=dev,
                                   **config.architecture())
     params = [p for p in flow.flow.parameters() if p.requires_grad]
     opt = _adam(params, config.lr, config.weight_decay, dev)
@@ -580,7 +248,7 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
     fork = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=fork):
         # the flow's own dropout layers (normflows nn.Dropout) draw from the global generator
-        torch.manual_seed(_as_seed((seed, 24)))
+        torch.manual_seed(as_seed((seed, 24)))
         stopper = _EarlyStopping(config.patience, config.min_delta, relative=False)
         deadline = _Deadline(time_budget)
         hist = {"train_nll": [], "val_nll": [], "epoch_seconds": [], "skipped_batches": []}
@@ -624,11 +292,8 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
             hist["epoch_seconds"].append(time.monotonic() - t_ep)
             hist["skipped_batches"].append(skipped)
             epochs.set_postfix(train=f"{hist['train_nll'][-1]:.4f}", val=f"{v:.4f}", best=f"{stopper.best:.4f}")
-            if out_of_time:
-                stop_reason = "time_budget"
-                break
-            if stopper.exhausted:
-                stop_reason = "patience"
+            if (reason := stopper.stop_reason(out_of_time)) is not None:
+                stop_reason = reason
                 break
         epochs.close()
     if stopper.best_state is None:

@@ -1,0 +1,218 @@
+"""The FCMLC model directory, written by :meth:`FCMLC.save` and read by :meth:`FCMLC.load`.
+
+A model directory holds
+
+    regressor.pt    state_dict of the MC-dropout network (tensors only)
+    flow.pt         state_dict of the normflows flow (tensors only)
+    scalers.npz     input and target standardisation (float64)
+    transition.npz  T (float32, (n_yhat_cells, n_y_cells)) and the log10 edges of both grids
+    config.json     format version, fcmlc version, hyper-parameters and architectures,
+                    experiments (order, bins, definition hashes), dataset (path, seed, grid),
+                    training history, sha256 of every other file
+
+and loads without unpickling code: ``torch.load(weights_only=True)``, ``np.load(allow_pickle=False)``, JSON.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import __version__
+from .._io import atomic_path, atomic_write_text, jsonable, save_npz
+from .features import FeatureMap
+from .flow import CellGrid, ConditionalFlow, build_flow
+from .regressor import MCDropoutMLP, Regressor, Standardizer
+
+__all__ = ["ModelDirectoryError", "FORMAT_NAME", "FORMAT_VERSION", "MODEL_FILES", "write_model_directory",
+           "read_model_directory"]
+
+FORMAT_NAME = "fcmlc-model"
+FORMAT_VERSION = 2
+MODEL_FILES = ("regressor.pt", "flow.pt", "scalers.npz", "transition.npz")
+
+
+class ModelDirectoryError(ValueError):
+    """A model directory that is missing, corrupted, or inconsistent with its config.json."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_model_directory(model, directory) -> Path:
+    """Write the directory of ``model`` (an :class:`~fcmlc.models.FCMLC`): created if needed,
+    existing model files are replaced, each file all or nothing."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    T = np.ascontiguousarray(model.transition, dtype=np.float32)
+    with atomic_path(d / "regressor.pt") as tmp:
+        torch.save(model.regressor.state_dict(), tmp)
+    with atomic_path(d / "flow.pt") as tmp:
+        torch.save(model.flow.state_dict(), tmp)
+    save_npz(d / "scalers.npz", **model.regressor.x_scaler.to_arrays("x"), **model.regressor.y_scaler.to_arrays("y"))
+    save_npz(d / "transition.npz", T=T, yhat_log_ue4_edges=model.yhat_grid.log_ue4_edges,
+             yhat_log_dm2_edges=model.yhat_grid.log_dm2_edges, y_log_ue4_edges=model.y_grid.log_ue4_edges,
+             y_log_dm2_edges=model.y_grid.log_dm2_edges)
+    files = {name: {"sha256": _sha256(d / name), "bytes": (d / name).stat().st_size} for name in MODEL_FILES}
+    cfg = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "fcmlc_version": model.version,
+        "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "experiments": model.experiments,
+        "experiment_bins": model.info.get("experiment_bins"),
+        "experiment_hashes": model.info.get("experiment_hashes"),
+        "n_features": model.n_features,
+        "features": model.features.to_dict(),
+        "regressor": model.regressor.net.architecture(),
+        "flow": dict(model.flow.architecture),
+        "grids": {"yhat": model.yhat_grid.to_dict(), "y": model.y_grid.to_dict()},
+        "transition": {"dtype": "float32", "shape": list(T.shape),
+                       "definition": "T[k, c] = p(y = y-cell centre c | y_hat = y_hat-cell centre k) per unit "
+                                     "log10 area, sum_c T[k, c] dA_c = 1"},
+        "training_config": model.config,
+        "dataset": model.info.get("dataset"),
+        "training": model.info.get("training"),
+        "files": files,
+    }
+    atomic_write_text(d / "config.json", json.dumps(jsonable(cfg), indent=2))
+    return d
+
+
+def read_model_directory(directory, device=None, verify: bool = True) -> dict:
+    """Read a model directory written by :func:`write_model_directory` (no code is unpickled):
+    the arguments of the :class:`~fcmlc.models.FCMLC` constructor, by name.
+
+    Checks the format version, the sha256 of every file and the consistency of the
+    weights, scalers and transition matrix with config.json; raises
+    :class:`ModelDirectoryError` naming the file and the problem otherwise.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        raise ModelDirectoryError(f"{d} is not a directory (expected an FCMLC model directory)")
+    cpath = d / "config.json"
+    if not cpath.is_file():
+        raise ModelDirectoryError(f"{d}: config.json is missing; this is not an FCMLC model directory")
+    try:
+        cfg = json.loads(cpath.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelDirectoryError(f"{cpath}: not valid JSON ({e})") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT_NAME:
+        raise ModelDirectoryError(f"{cpath}: not an FCMLC model config (format {cfg.get('format')!r} "
+                                  f"if a dict, expected {FORMAT_NAME!r})" if isinstance(cfg, dict) else
+                                  f"{cpath}: not an FCMLC model config")
+    fv = cfg.get("format_version")
+    if fv != FORMAT_VERSION:
+        raise ModelDirectoryError(f"{cpath}: model format version {fv!r} is not supported by fcmlc "
+                                  f"{__version__} (which reads version {FORMAT_VERSION}); the model was saved "
+                                  f"by fcmlc {cfg.get('fcmlc_version')!r}")
+    files = cfg.get("files") or {}
+    missing = [name for name in MODEL_FILES if not (d / name).is_file()]
+    if missing:
+        raise ModelDirectoryError(f"{d}: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing")
+    for name in MODEL_FILES:
+        p = d / name
+        if name not in files or "sha256" not in files[name]:
+            raise ModelDirectoryError(f"{cpath}: no checksum recorded for {name}")
+        if verify:
+            got = _sha256(p)
+            if got != files[name]["sha256"]:
+                raise ModelDirectoryError(
+                    f"{p}: sha256 checksum mismatch (file is corrupted or was modified after saving): "
+                    f"expected {files[name]['sha256'][:16]}..., found {got[:16]}...")
+    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        n_features = int(cfg["n_features"])
+        rarch = cfg["regressor"]
+        farch = cfg["flow"]
+        yhat_grid = CellGrid.from_dict(cfg["grids"]["yhat"])
+        y_grid = CellGrid.from_dict(cfg["grids"]["y"])
+        experiments = list(cfg["experiments"])
+        features = FeatureMap.from_dict(cfg["features"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelDirectoryError(f"{cpath}: incomplete or invalid model description ({e!r})") from None
+
+    # scalers
+    try:
+        with np.load(d / "scalers.npz", allow_pickle=False) as z:
+            x_scaler = Standardizer.from_arrays(z, "x")
+            y_scaler = Standardizer.from_arrays(z, "y")
+    except (KeyError, ValueError, OSError) as e:
+        raise ModelDirectoryError(f"{d / 'scalers.npz'}: unreadable or incomplete ({e})") from None
+    if x_scaler.dim != n_features:
+        raise ModelDirectoryError(f"{d / 'scalers.npz'}: input scaler has {x_scaler.dim} features but "
+                                  f"config.json says n_features = {n_features}")
+    if features.n_features != n_features:
+        raise ModelDirectoryError(f"{cpath}: the feature map covers {features.n_features} bins but "
+                                  f"n_features = {n_features}")
+    if y_scaler.dim != 2:
+        raise ModelDirectoryError(f"{d / 'scalers.npz'}: target scaler has {y_scaler.dim} outputs, expected 2")
+
+    # regressor
+    try:
+        net = MCDropoutMLP(rarch["n_features"], rarch["hidden"], rarch["dropout"], rarch.get("n_outputs", 2))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelDirectoryError(f"{cpath}: invalid regressor architecture ({e})") from None
+    if net.n_features != n_features:
+        raise ModelDirectoryError(f"{cpath}: regressor architecture has {net.n_features} inputs but "
+                                  f"n_features = {n_features}")
+    _load_state(net, d / "regressor.pt", "regressor")
+    regressor = Regressor(net, x_scaler, y_scaler, dev)
+
+    # flow
+    arch = {k: farch[k] for k in ("n_layers", "hidden", "n_blocks", "n_bins", "dropout", "tail_bound", "transform")
+            if k in farch}
+    try:
+        nf_flow = build_flow(**arch)
+    except (TypeError, ValueError) as e:
+        raise ModelDirectoryError(f"{cpath}: invalid flow architecture ({e})") from None
+    _load_state(nf_flow, d / "flow.pt", "flow")
+    nf_flow.eval()
+    flow = ConditionalFlow(nf_flow, y_scaler, arch, device=dev)
+
+    # transition matrix
+    try:
+        with np.load(d / "transition.npz", allow_pickle=False) as z:
+            T = z["T"]
+            edges = {k: z[k] for k in ("yhat_log_ue4_edges", "yhat_log_dm2_edges", "y_log_ue4_edges",
+                                       "y_log_dm2_edges")}
+    except (KeyError, ValueError, OSError) as e:
+        raise ModelDirectoryError(f"{d / 'transition.npz'}: unreadable or incomplete ({e})") from None
+    if T.shape != (yhat_grid.n_cells, y_grid.n_cells):
+        raise ModelDirectoryError(f"{d / 'transition.npz'}: T has shape {T.shape} but config.json's grids need "
+                                  f"({yhat_grid.n_cells}, {y_grid.n_cells})")
+    for key, want in (("yhat_log_ue4_edges", yhat_grid.log_ue4_edges), ("yhat_log_dm2_edges", yhat_grid.log_dm2_edges),
+                      ("y_log_ue4_edges", y_grid.log_ue4_edges), ("y_log_dm2_edges", y_grid.log_dm2_edges)):
+        if edges[key].shape != want.shape or not np.allclose(edges[key], want, rtol=0, atol=1e-9):
+            raise ModelDirectoryError(f"{d / 'transition.npz'}: {key} do not match the grids in config.json")
+    if not np.all(np.isfinite(T)) or np.any(T < 0):
+        raise ModelDirectoryError(f"{d / 'transition.npz'}: T contains negative or non-finite values")
+
+    info = {k: cfg.get(k) for k in ("experiment_bins", "experiment_hashes", "dataset", "training", "fcmlc_version")}
+    info["directory"] = str(d)
+    return dict(regressor=regressor, flow=flow, transition=T, yhat_grid=yhat_grid, y_grid=y_grid,
+                experiments=experiments, config=cfg.get("training_config"), info=info, features=features)
+
+
+def _load_state(module: torch.nn.Module, path: Path, what: str):
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
+        raise ModelDirectoryError(f"{path}: cannot be read as a weights-only torch file ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict):
+        raise ModelDirectoryError(f"{path}: does not hold a state_dict")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        msg = str(e).replace("\n", " ")
+        raise ModelDirectoryError(f"{path}: the {what} weights do not match the architecture in config.json ({msg})") from None
+
