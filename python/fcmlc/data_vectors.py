@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .physics import _check_params
+from .physics import check_params
 from .simulation import realizations
 
 __all__ = ["DataSource", "data_source", "experiment_set_asimov", "model_data_source", "model_experiments",
@@ -98,7 +98,7 @@ def data_source(n_features: int, load_experiments, asimov_vector, *, data=None, 
         exps = load_experiments()
         return DataSource(observed_vector(exps), exps, {"input": "observed"}, "observed data", None)
     ue4, dm2 = asimov
-    _check_params(ue4, dm2)
+    check_params(ue4, dm2)
     exps = load_experiments()
     x = asimov_vector(exps, ue4, dm2, seed)
     if seed is None:

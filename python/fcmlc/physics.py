@@ -50,9 +50,6 @@ def check_params(ue4, dm2):
     return ue4, dm2
 
 
-#: Old private name of :func:`check_params`, kept while other modules still import it.
-_check_params = check_params
-
 
 def survival_probability(ue4, dm2, L, E):
     """Point-evaluated P(nue -> nue); NumPy broadcasting; L in m, E in MeV, dm2 in eV^2.

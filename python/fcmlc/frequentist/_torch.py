@@ -25,6 +25,7 @@ import struct
 import numpy as np
 
 from .._checks import check_positive_int
+from .._torch_env import resolve_device
 
 
 def _torch():
@@ -33,17 +34,6 @@ def _torch():
     except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError("backend='torch' needs PyTorch: pip install 'fcmlc[ml]' (or torch)") from None
     return torch
-
-
-def resolve_device(device=None):
-    """The torch device to run on: `device`, or CUDA when available, else the CPU."""
-    torch = _torch()
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return dev
 
 
 def _point_seed(seed: int, stream: int, point: int, toy_offset: int) -> int:

@@ -16,7 +16,7 @@ import torch
 
 from .. import __version__
 from .._checks import check_seed
-from .._threads import torch_threads
+from .._torch_env import torch_threads
 from ..dataset import open_dataset
 from .config import TrainConfig
 from .directory import FORMAT_NAME, FORMAT_VERSION, MODEL_FILES, ModelDirectoryError
@@ -165,6 +165,3 @@ def _train(ds, out, experiments, config, device, seed, progress) -> FCMLC:
         model.info["directory"] = str(out)
     return model
 
-
-#: Old private name of :func:`feature_columns`, kept while fcmlc.validation imports it.
-_feature_columns = feature_columns

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from .config import FlowConfig, RegressorConfig, TrainConfig
 from .flow import ConditionalFlow
 from .regressor import MCDropoutMLP, Regressor, Standardizer, as_seed, make_generator
+from .._torch_env import resolve_device
 from .samples import Samples, memory_limit_bytes
 
 __all__ = ["RegressorConfig", "FlowConfig", "TrainConfig", "Samples", "fit_regressor", "fit_flow",
@@ -70,17 +71,6 @@ class _EarlyStopping:
         if out_of_time:
             return "time_budget"
         return "patience" if self.exhausted else None
-
-
-def resolve_device(device) -> torch.device:
-    """The torch device to train on: ``device``, or CUDA when available and the CPU otherwise;
-    a ValueError when CUDA is asked for but torch sees none."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but torch sees no CUDA device (CPU-only build or no GPU)")
-    return dev
 
 
 def _adam(params, lr, weight_decay, dev) -> torch.optim.Adam:

@@ -13,7 +13,7 @@ from .. import __version__
 from .. import plotting as P
 from .._checks import check_levels, check_positive_int, check_seed
 from .._io import atomic_write_json, save_figure
-from .._threads import torch_threads
+from .._torch_env import torch_threads
 from ..frequentist import Chi2Model, chi2_scan, wilks_regions
 from ..physics import Grid, sin2_2theta
 from ..posterior import Posterior

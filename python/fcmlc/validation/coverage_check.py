@@ -54,7 +54,7 @@ import numpy as np
 
 from .. import __version__
 from .._checks import check_levels, check_positive_int, check_seed, check_threads
-from .._threads import torch_threads
+from .._torch_env import torch_threads
 from ..frequentist import Chi2Model, chi2_scan, wilks_threshold
 from ..physics import Grid
 from ..simulation import realizations

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import plotting as P
 from .._checks import check_positive_int, check_seed
-from .._threads import torch_threads
+from .._torch_env import torch_threads
 from ..dataset import SimDataset, open_dataset
 from ..regions import cell_edges
 from .inputs import load_model
@@ -132,7 +132,7 @@ def mse_maps(model, dataset, bins=(20, 20), n_samples: int = 100, seed: int = 0,
     dataset: a path or an open :class:`fcmlc.dataset.SimDataset` (its experiments must contain
     the model's, in the model's order).
     """
-    from ..models.pipeline import _feature_columns  # torch: loaded only when a model is
+    from ..models.pipeline import feature_columns  # torch: loaded only when a model is
 
     if variables not in ("log10", "standardised"):
         raise ValueError(f"variables must be 'log10' or 'standardised', got {variables!r}")
@@ -146,7 +146,7 @@ def mse_maps(model, dataset, bins=(20, 20), n_samples: int = 100, seed: int = 0,
     ds = open_dataset(dataset) if own else dataset
     try:
         ds.require_complete()
-        _, cols = _feature_columns(ds, list(model.experiments))
+        _, cols = feature_columns(ds, list(model.experiments))
         nb_u, nb_d, eu, ed = _mse_bins(ds.grid, bins)
         rng = np.random.default_rng([seed, 0x3E5])
         maps, overall, counts = {}, {}, {}
