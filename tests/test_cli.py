@@ -15,7 +15,7 @@ from fcmlc.cli import build_parser, main
 from fcmlc.cli._args import dm2_range_arg, grid_arg, parse_levels
 
 CLI_DIR = Path(__file__).resolve().parents[1] / "python" / "fcmlc" / "cli"
-COMMANDS = ("simulate", "experiments", "train", "fit", "fc", "wilks", "coverage", "compare", "reproduce")
+COMMANDS = ("simulate", "experiments", "train", "fit", "exact", "fc", "wilks", "coverage", "compare", "reproduce")
 
 
 def test_every_command_has_help(capsys):
@@ -84,7 +84,7 @@ def _relative_imports(path):
 
 def test_command_modules_import_only_the_library_and_args():
     leaves = sorted(p for p in CLI_DIR.glob("*.py") if p.stem not in ("__init__", "__main__", "_args"))
-    assert {p.stem for p in leaves} == {"simulate", "frequentist", "inference", "validation", "reproduce"}
+    assert {p.stem for p in leaves} == {"simulate", "frequentist", "inference", "exact", "validation", "reproduce"}
     for p in leaves + [CLI_DIR / "_args.py"]:
         for level, mod in _relative_imports(p):
             if level == 1:  # inside fcmlc.cli: only the shared argument helpers

@@ -101,3 +101,33 @@ def test_default_groups_and_bad_arguments(setup):
         diagnose(exps, x, model=model, thresholds={"p": 0.1})
     with pytest.raises(ValueError, match="one data vector"):
         diagnose(exps, np.stack([x, x]), model=model)
+
+
+def test_posterior_carries_its_data_for_diagnostics(setup):
+    exps, model = setup
+    x = realizations(exps, [U1], [D1], 1, seed=3)[0, 0]
+    post = model.posterior(x)
+    d = post.diagnostics(model=model, n_toys=50)
+    assert d.chi2_min == diagnose(exps, x, model=model, n_toys=50).chi2_min
+    from fcmlc.posterior import Posterior
+
+    bare = Posterior(post.ue4, post.dm2, post.density)
+    with pytest.raises(ValueError, match="does not know its data"):
+        bare.diagnostics()
+
+
+def test_cli_exact_writes_posterior_and_diagnostics(tmp_path, capsys):
+    import json
+
+    from fcmlc.cli import main
+
+    out = tmp_path / "best"
+    assert main(["exact", "--experiments", "BEST", "--observed", "-o", str(out), "--grid", "30",
+                 "--diagnostic-toys", "100"]) == 0
+    text = capsys.readouterr().out
+    assert "exact posterior of BEST" in text and "goodness_of_fit" in text and "distance:BEST" in text
+    assert {p.name for p in out.iterdir()} == {"posterior.npz", "posterior.png", "summary.json", "diagnostics.json"}
+    d = json.loads((out / "diagnostics.json").read_text())
+    assert d["status"] in ("pass", "warn") and d["n_toys"] == 100
+    s = json.loads((out / "summary.json").read_text())
+    assert s["method"] == "exact" and s["diagnostics"] == d["status"] and s["input"] == "observed"

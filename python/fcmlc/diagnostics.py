@@ -160,6 +160,8 @@ def _p_lower(obs, toys) -> float:
 
 
 def _fmt_p(p) -> str:
+    if p is None:
+        return "n/a"
     return f"{p:.3g}" if p >= 1e-3 else f"{p:.1e}"
 
 
@@ -226,7 +228,7 @@ def diagnose(experiments, x, *, posterior: Posterior | None = None, grid: Grid |
     # overall goodness of fit
     ndof = int(sum(m.n_effective_bins for m in model.chi2_models)) - 2
     c2 = float(data.chi2_min[0])
-    p_t, p_w = _p_upper(c2, toy.chi2_min), float(chi2_dist.sf(c2, ndof))
+    p_t, p_w = _p_upper(c2, toy.chi2_min), float(chi2_dist.sf(c2, ndof)) if ndof > 0 else None
     checks.append(Check("goodness_of_fit", "warn" if p_t < thr["gof"] else "pass",
                         {"chi2_min": c2, "ndof": ndof, "p_toys": p_t, "p_wilks": p_w},
                         f"warn if p(toys) < {thr['gof']:g}",

@@ -177,9 +177,10 @@ class ExactModel:
         lp = self.log_posterior(x)
         base = {"method": "exact", "experiments": list(self.names), "prior": self.prior}
         base.update(meta or {})
-        if lp.ndim == 2:
-            return Posterior.from_grid(self.grid, np.exp(lp), meta=base)
-        return [Posterior.from_grid(self.grid, np.exp(v), meta=base) for v in lp]
+        X, _ = self.data_matrix(x)
+        posts = [Posterior.from_grid(self.grid, np.exp(v), meta=base).with_source(self.experiments, xi)
+                 for v, xi in zip(lp.reshape(-1, *lp.shape[-2:]), X)]
+        return posts[0] if lp.ndim == 2 else posts
 
     def __repr__(self) -> str:
         return f"ExactModel({list(self.names)}, grid={self.grid.shape}, prior={self.prior!r})"

@@ -1,7 +1,7 @@
 """The `fcmlc` command line: `fcmlc <command> --help` for each command.
 
 One module per command group registers its sub-commands (:mod:`.simulate`, :mod:`.frequentist`,
-:mod:`.inference`, :mod:`.validation`, :mod:`.reproduce`); the argument helpers they share are in
+:mod:`.inference`, :mod:`.exact`, :mod:`.validation`, :mod:`.reproduce`); the argument helpers they share are in
 :mod:`._args`. The commands compute with the library and only parse and print here.
 """
 from __future__ import annotations
@@ -10,14 +10,14 @@ import argparse
 import sys
 
 from .. import __version__
-from . import frequentist, inference, reproduce, simulate, validation
+from . import exact, frequentist, inference, reproduce, simulate, validation
 from ._args import add_common_generation_args, add_grid_args, grid_from_args, parse_experiments
 
 __all__ = ["build_parser", "main", "add_common_generation_args", "add_grid_args", "grid_from_args",
            "parse_experiments"]
 
 #: The command groups, in the order `fcmlc --help` lists their commands.
-COMMAND_GROUPS = (simulate, inference, frequentist, validation, reproduce)
+COMMAND_GROUPS = (simulate, inference, exact, frequentist, validation, reproduce)
 
 
 def build_parser() -> argparse.ArgumentParser:

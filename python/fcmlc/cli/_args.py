@@ -136,3 +136,23 @@ def data_source_options(args) -> dict:
     """The keyword arguments of :func:`fcmlc.data_vectors.data_source` from :func:`add_data_source_args`' options."""
     return {"data": args.data, "observed": args.observed,
             "asimov": None if args.asimov is None else tuple(args.asimov), "seed": args.seed}
+
+
+def add_diagnostics_args(p: argparse.ArgumentParser) -> None:
+    """The options of the fit diagnostics (`fit`, `exact`): --no-diagnostics, --diagnostic-toys,
+    --diagnostic-seed, --groups (read back with :func:`diagnostics_options`)."""
+    g = p.add_argument_group("diagnostics (docs/diagnostics.md)")
+    g.add_argument("--no-diagnostics", action="store_true",
+                   help="skip the diagnostics (goodness of fit, distance from the simulations, compatibility, "
+                        "agreement with the exact posterior, grid edges)")
+    g.add_argument("--diagnostic-toys", type=int, default=300, metavar="N",
+                   help="realizations at the chi2 best fit for the diagnostics' p-values (default 300)")
+    g.add_argument("--diagnostic-seed", type=int, default=0, metavar="S", help="their seed (default 0)")
+    g.add_argument("--groups", default="default", metavar="'A,B;C,D'",
+                   help="experiment groups for the compatibility test (default: reactors vs gallium+BEST when "
+                        "both are fitted)")
+
+
+def diagnostics_options(args) -> dict:
+    """The keyword arguments of :func:`fcmlc.diagnostics.diagnose` from :func:`add_diagnostics_args`."""
+    return {"n_toys": args.diagnostic_toys, "seed": args.diagnostic_seed, "groups": args.groups}

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from .._checks import check_positive_int, check_threads
 from .._io import atomic_write_json, save_figure
-from ..data_vectors import model_data_source
+from ..data_vectors import model_data_source, model_experiments
 from ..fit_summary import fit_summary
-from ._args import add_data_dir_arg, add_data_source_args, add_mc_dropout_args, add_model_arg, data_source_options
+from ._args import (add_data_dir_arg, add_data_source_args, add_diagnostics_args, add_mc_dropout_args, add_model_arg,
+                    data_source_options, diagnostics_options)
 
 
 def register(subparsers) -> None:
@@ -47,7 +48,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "fit", help="posterior p(y|x) from a trained FCMLC model for one data vector",
         description="Compute the FCMLC posterior over (|Ue4|, dm2) for one data vector and write "
-                    "posterior.npz, posterior.png and summary.json to the output directory.")
+                    "posterior.npz, posterior.png, summary.json and diagnostics.json (goodness of fit, distance "
+                    "from the simulations, compatibility, agreement with the exact posterior, grid edges: "
+                    "docs/diagnostics.md) to the output directory.")
     add_model_arg(p)
     add_data_source_args(p)
     p.add_argument("-o", "--output", required=True, help="result directory")
@@ -57,6 +60,7 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="threads for the KDE and integration (default: all)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
     add_data_dir_arg(p)
+    add_diagnostics_args(p)
     p.set_defaults(func=cmd_fit)
 
 
@@ -136,9 +140,23 @@ def cmd_fit(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     post.to_npz(out / "posterior.npz")
     summary = fit_summary(post, model, meta)
+    diag = None
+    if not args.no_diagnostics:
+        try:
+            eset = src.experiments if src.experiments is not None else model_experiments(model, args.data_dir)
+        except ValueError as e:  # e.g. a model of user experiments that fcmlc cannot load by name
+            eset = None
+            summary["diagnostics"] = f"skipped: {e}"
+            print(f"diagnostics skipped: {e}")
+        if eset is not None:
+            diag = post.diagnostics(eset.experiments, x, threads=args.threads, **diagnostics_options(args))
+            atomic_write_json(out / "diagnostics.json", diag.to_dict())
+            summary["diagnostics"] = diag.status
     atomic_write_json(out / "summary.json", summary)
     _plot(post, out / "posterior.png", truth, model)
     _print_summary(summary, out)
+    if diag is not None:
+        print(diag)
     return 0
 
 

@@ -165,7 +165,8 @@ class FCMLC:
                 "bandwidth": bandwidth if isinstance(bandwidth, str) else np.asarray(bandwidth).tolist(),
                 "bandwidth_floor_cells": float(bandwidth_floor or 0.0),
                 "fcmlc_version": self.version}
-        posts = [Posterior(self.y_grid.ue4_centres, self.y_grid.dm2_centres, d, meta=meta) for d in dens]
+        posts = [Posterior(self.y_grid.ue4_centres, self.y_grid.dm2_centres, d, meta=meta).with_source(self.experiments, xi)
+                 for d, xi in zip(dens, arr)]
         return posts[0] if single else posts
 
     # ------------------------------------------------------------------ persistence

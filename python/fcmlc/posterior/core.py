@@ -91,6 +91,7 @@ class Posterior(PosteriorPlots):
         except TypeError as e:
             raise ValueError(f"meta must be JSON-serialisable: {e}") from None
         self._level_map = None
+        self._source = None  # (experiments, data vector) of the fit, for diagnostics()
 
     # ---- construction helpers ----
 
@@ -249,6 +250,28 @@ class Posterior(PosteriorPlots):
         return _regions.threshold_contours(self._density, self._ue4, self._dm2, self.hpd_threshold(level))
 
     # ---- reporting ----
+
+    def with_source(self, experiments, x) -> "Posterior":
+        """Remember the experiments (names, objects or an ExperimentSet) and the data vector this
+        posterior was fitted to, for :meth:`diagnostics` (FCMLC and the exact posterior set it).
+        Returns self."""
+        self._source = (experiments, np.array(x, dtype=float, copy=True))
+        return self
+
+    def diagnostics(self, experiments=None, x=None, **kwargs):
+        """How far to trust this fit: :func:`fcmlc.diagnostics.diagnose` of the data vector it
+        was fitted to (or ``x``), judging this posterior against the exact one. ``kwargs``:
+        n_toys, seed, groups, thresholds, threads, model (see there)."""
+        if experiments is None or x is None:
+            if self._source is None:
+                raise ValueError("this posterior does not know its data: pass experiments and x (posteriors from "
+                                 "FCMLC.posterior and fcmlc.exact carry them; one read from a file does not)")
+            experiments = self._source[0] if experiments is None else experiments
+            x = self._source[1] if x is None else x
+        # fcmlc.diagnostics compares Posterior objects, so it builds on this module: imported here
+        from ..diagnostics import diagnose
+
+        return diagnose(experiments, x, posterior=self, **kwargs)
 
     def edge_warnings(self, levels=(0.68, 0.9, 0.95)) -> list:
         """Plain-text warnings when the best point or a credible region touches a limit of the
