@@ -84,7 +84,7 @@ def test_step_records_are_finite_and_consistent(best_run):
     assert all(v > 0 for v in recs["mse"]["result"]["overall_mse"].values())
 
     cov = recs["coverage"]["result"]
-    assert cov["n_trials"] == sc.coverage_trials and set(cov["methods"]) == {"fcmlc", "wilks", "fc"}
+    assert cov["n_trials"] == sc.coverage_trials and set(cov["methods"]) == {"fcmlc", "exact", "wilks", "fc"}
     for meth, per_level in cov["coverage"].items():
         fr = [per_level[f"{L:g}"]["observed"] for L in FC_LEVELS]
         for L in FC_LEVELS:

@@ -210,7 +210,7 @@ def test_coverage_is_reproducible_and_seeded():
     a = coverage(ExactPosterior("STEREO", grid), trials=60, seed=5, grid=grid, n_samples=5)
     b = coverage(ExactPosterior("STEREO", grid), trials=60, seed=5, grid=grid, n_samples=5)
     c = coverage(ExactPosterior("STEREO", grid), trials=60, seed=6, grid=grid, n_samples=5)
-    assert a.truths == "continuous" and a.methods == ("fcmlc", "wilks")
+    assert a.truths == "continuous" and a.methods == ("fcmlc", "exact", "wilks")
     np.testing.assert_array_equal(a.truth_ue4, b.truth_ue4)
     for m in a.methods:
         np.testing.assert_array_equal(a.statistic[m], b.statistic[m])
@@ -330,6 +330,10 @@ def test_compare_identical_regions_and_outputs(best_fc, tmp_path):
         np.testing.assert_array_equal(res.regions["fcmlc"][L], res.posterior.credible_region(L))
         assert 0.0 <= res.iou[L]["fcmlc-wilks"] <= 1.0
     assert res.meta["raster"]["exact"]  # cells centred on the points: all edges are raster edges
+    # the exact posterior (normalisations integrated out) is the fourth method, on the posterior's cells
+    assert set(res.regions) == {"fcmlc", "exact", "wilks", "fc"} and "fcmlc-exact" in res.iou[0.9]
+    assert 0.0 <= res.meta["fcmlc_vs_exact"]["total_variation"] <= 1.0
+    assert any(lab.startswith("exact") for lab in res.plot().get_legend_handles_labels()[1])
     s = json.loads((tmp_path / "cmp" / "comparison.json").read_text())
     assert s["iou"]["0.9"]["wilks-fc"] == 1.0 and s["truth"] == {"ue4": 0.2, "dm2": 1.5}
     assert (tmp_path / "cmp" / "comparison.png").stat().st_size > 0
@@ -431,7 +435,7 @@ def test_cli_coverage_and_compare_end_to_end(best_model_dir, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "fcmlc" in text and "wilks" in text and "fc " in text
     res = CoverageResult.load(out / "coverage.npz")
-    assert res.n_trials == 300 and res.methods == ("fcmlc", "wilks", "fc")
+    assert res.n_trials == 300 and res.methods == ("fcmlc", "exact", "wilks", "fc")
     summary = json.loads((out / "coverage.json").read_text())
     assert summary["coverage"]["fc"]["0.9"]["observed"] == pytest.approx(res.fraction["fc"][1])
     assert (out / "coverage.png").stat().st_size > 0
@@ -449,3 +453,38 @@ def test_cli_coverage_and_compare_end_to_end(best_model_dir, tmp_path, capsys):
         _run_cli(["compare", str(path), "--observed", "--seed", "3", "-o", str(cmp_out)])
     with pytest.raises(ValueError, match="--trials"):
         _run_cli(["coverage", str(path), "--trials", "0", "-o", str(out)])
+
+
+class ExactModelStandIn:
+    """An FCMLC stand-in whose posterior *is* fcmlc.exact's (same cells): the coverage check's
+    exact method must then agree with it trial by trial."""
+
+    def __init__(self, names, grid: Grid):
+        from fcmlc.exact import ExactModel
+
+        self.experiments = list(names)
+        self.exact = ExactModel(names, grid)
+        self.n_features = self.exact.n_bins
+        self.y_grid = cells_centred_on(grid)
+
+    def posterior_density(self, X, n_samples=1000, seed=0, threads=None):
+        return np.exp(self.exact.log_posterior(np.atleast_2d(X)))
+
+
+def test_coverage_scores_fcmlc_against_the_exact_posterior():
+    grid = Grid(ue4_range=(0.02, 0.7), dm2_range=(0.3, 10.0), shape=(9, 8))
+    res = coverage(ExactModelStandIn(["NEOS", "BEST"], grid), trials=80, seed=2, grid=grid, truths="grid",
+                   n_samples=5)
+    assert res.methods == ("fcmlc", "exact", "wilks")
+    np.testing.assert_allclose(res.statistic["exact"], res.statistic["fcmlc"], atol=1e-12)
+    d = res.meta["fcmlc_vs_exact"]
+    assert d["n_trials"] == 80 and d["total_variation"]["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert all(v == pytest.approx(1.0) for v in d["iou_mean"].values())
+    # a posterior that ignores the data is far from the exact one
+    class Flat(ExactModelStandIn):
+        def posterior_density(self, X, n_samples=1000, seed=0, threads=None):
+            return np.ones((len(np.atleast_2d(X)), grid.n_dm2, grid.n_ue4))
+
+    far = coverage(Flat(["NEOS", "BEST"], grid), trials=40, seed=2, grid=grid, truths="grid", n_samples=5,
+                   methods=("fcmlc", "exact"))
+    assert 0.3 < far.meta["fcmlc_vs_exact"]["total_variation"]["mean"] <= 1.0

@@ -38,7 +38,7 @@ from .posterior import Posterior
 from .regions import cell_areas
 from .simulation import expectation_rows
 
-__all__ = ["PRIORS", "ExactModel", "exact_posterior", "grid_of"]
+__all__ = ["PRIORS", "ExactModel", "exact_posterior", "grid_of", "grid_of_centres"]
 
 #: Priors over the grid: density per unit log10|Ue4| per unit log10 dm2, up to a constant.
 PRIORS = ("log-uniform", "uniform")
@@ -47,10 +47,16 @@ PRIORS = ("log-uniform", "uniform")
 def grid_of(posterior: Posterior) -> Grid:
     """The :class:`~fcmlc.physics.Grid` whose points are the cell centres of ``posterior``
     (a ValueError if they are not log-spaced, i.e. not an fcmlc grid)."""
-    u, d = np.asarray(posterior.ue4), np.asarray(posterior.dm2)
+    return grid_of_centres(posterior.ue4, posterior.dm2)
+
+
+def grid_of_centres(ue4, dm2) -> Grid:
+    """The :class:`~fcmlc.physics.Grid` whose points are the given cell centres (|Ue4| and dm2,
+    log-spaced: an FCMLC model's posterior cells, a Posterior's cells); a ValueError otherwise."""
+    u, d = np.asarray(ue4, dtype=float), np.asarray(dm2, dtype=float)
     g = Grid(ue4_range=(float(u[0]), float(u[-1])), dm2_range=(float(d[0]), float(d[-1])), shape=(u.size, d.size))
     if not (np.allclose(g.ue4, u, rtol=1e-9) and np.allclose(g.dm2, d, rtol=1e-9)):
-        raise ValueError("the posterior's cell centres are not a log-spaced fcmlc grid")
+        raise ValueError("the cell centres are not a log-spaced fcmlc grid")
     return g
 
 

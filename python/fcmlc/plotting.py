@@ -39,6 +39,7 @@ LEVEL_CMAP = "Blues"
 #: Line styles of the methods compared in fcmlc.
 METHOD_STYLES = {
     "fcmlc": {"color": "tab:blue", "linestyle": "-"},
+    "exact": {"color": "tab:purple", "linestyle": (0, (5, 1, 1, 1))},
     "wilks": {"color": "tab:red", "linestyle": "--"},
     "feldman_cousins": {"color": "tab:green", "linestyle": "-."},
     "sensitivity": {"color": "0.3", "linestyle": ":"},

@@ -1,4 +1,4 @@
-"""One data vector: FCMLC credible regions against Wilks and Feldman-Cousins confidence regions
+"""One data vector: FCMLC credible regions against the exact posterior's, Wilks and Feldman-Cousins regions
 on one figure, with intersection-over-union (areas in log10|Ue4| x log10 dm2) ->
 :class:`Comparison`."""
 from __future__ import annotations
@@ -14,6 +14,7 @@ from .. import plotting as P
 from .._checks import check_levels, check_positive_int, check_seed
 from .._io import atomic_write_json, save_figure
 from .._torch_env import torch_threads
+from ..exact import ExactModel, grid_of_centres
 from ..frequentist import Chi2Model, chi2_scan, wilks_regions
 from ..physics import Grid, sin2_2theta
 from ..posterior import Posterior
@@ -71,11 +72,13 @@ class Comparison:
         g = self.grid
         overlays = []
         styles = ("--", ":", "-.", "-")
-        for method, lab in (("wilks", "Wilks"), ("fc", "Feldman-Cousins")):
+        pu, pd = self.posterior.ue4, self.posterior.dm2
+        for method, lab in (("exact", "exact"), ("wilks", "Wilks"), ("fc", "Feldman-Cousins")):
             if method not in self.regions:
                 continue
             for j, L in enumerate(self.levels):
-                overlays.append((f"{lab} {P.level_label(L)}", (self.regions[method][L], g.ue4, g.dm2),
+                where = (pu, pd) if method == "exact" else (g.ue4, g.dm2)
+                overlays.append((f"{lab} {P.level_label(L)}", (self.regions[method][L], *where),
                                  {"linestyle": styles[j % len(styles)]}))
         self.posterior.plot(ax=ax, levels=self.levels, x=x, truth=self.truth, overlays=overlays, best_point=True)
         bu, bd = self.scan.best_point  # the chi2 best fit of the same data, on the chi2 grid
@@ -115,8 +118,8 @@ def _overlaps(regions, yg, grid: Grid, levels, max_pixels):
     """IoU of every pair of methods and each method's area fraction, per level, on the common
     raster; and the raster's (ue4 edges, dm2 edges, exact)."""
     ru, rd, exact = common_raster(yg.log_ue4_edges, yg.log_dm2_edges, grid, max_pixels)
-    on_raster = {"fcmlc": {L: regrid_cells(m, yg.log_ue4_edges, yg.log_dm2_edges, ru, rd)
-                           for L, m in regions["fcmlc"].items()}}
+    on_raster = {m: {L: regrid_cells(mask, yg.log_ue4_edges, yg.log_dm2_edges, ru, rd)
+                     for L, mask in regions[m].items()} for m in ("fcmlc", "exact") if m in regions}
     for m in ("wilks", "fc"):
         if m in regions:
             on_raster[m] = {L: regrid_points(mask, grid, ru, rd) for L, mask in regions[m].items()}
@@ -133,7 +136,8 @@ def _overlaps(regions, yg, grid: Grid, levels, max_pixels):
 
 
 def compare(model, x, fc=None, experiments=None, levels=(0.90, 0.95), n_samples: int = 1000, seed: int = 0,
-            grid: Grid | None = None, threads=None, truth=None, out=None, max_pixels: int = 2000) -> Comparison:
+            grid: Grid | None = None, threads=None, truth=None, out=None, max_pixels: int = 2000,
+            exact: bool = True) -> Comparison:
     """FCMLC credible regions, Wilks and Feldman-Cousins confidence regions for one data vector.
 
     x: the data vector (the model's experiments' bins concatenated in the model's order).
@@ -147,6 +151,9 @@ def compare(model, x, fc=None, experiments=None, levels=(0.90, 0.95), n_samples:
     pixel = nearest grid point), and IoU = area(A and B) / area(A or B) with areas in
     (log10|Ue4|, log10 dm2): exact for the regions as drawn when the raster is exact (default
     grids: 200 x 200 pixels).
+    exact: also the exact posterior on the FCMLC posterior's cells (:mod:`fcmlc.exact`): its HPD
+    regions join the IoU table, and ``meta['fcmlc_vs_exact']`` holds the total-variation distance
+    of the FCMLC posterior from it.
     out: directory to write comparison.json, comparison.png and posterior.npz to.
     """
     model = load_model(model)
@@ -168,7 +175,13 @@ def compare(model, x, fc=None, experiments=None, levels=(0.90, 0.95), n_samples:
     t1 = time.perf_counter()
     scan = chi2_scan(Chi2Model(eset.experiments, grid), x, threads=threads)
     t2 = time.perf_counter()
-    regions = {"fcmlc": {L: post.credible_region(L) for L in levels}, "wilks": wilks_regions(scan.delta_chi2, levels)}
+    regions = {"fcmlc": {L: post.credible_region(L) for L in levels}}
+    exact_post = None
+    if exact:
+        exact_post = ExactModel(eset.experiments, grid_of_centres(post.ue4, post.dm2), threads=threads).posterior(x)
+        regions["exact"] = {L: exact_post.credible_region(L) for L in levels}
+    t3 = time.perf_counter()
+    regions["wilks"] = wilks_regions(scan.delta_chi2, levels)
     regions["wilks"] = {L: regions["wilks"][float(L)] for L in levels}
     if fc is not None:
         regions["fc"] = {L: fc.region(scan.delta_chi2, L) for L in levels}
@@ -180,7 +193,10 @@ def compare(model, x, fc=None, experiments=None, levels=(0.90, 0.95), n_samples:
                        "definition": "IoU of areas in log10|Ue4| x log10 dm2 over the parameter ranges; FCMLC "
                                      "pixel = containing posterior cell, Wilks/FC pixel = nearest chi2-grid point"},
             "fc": None if fc is None else {"path": None if fc.path is None else str(fc.path), "n_toys": int(fc.n_toys)},
-            "seconds": {"fcmlc": t1 - t0, "chi2_scan": t2 - t1}, "fcmlc_version": __version__}
+            "seconds": {"fcmlc": t1 - t0, "chi2_scan": t2 - t1, "exact": t3 - t2}, "fcmlc_version": __version__}
+    if exact_post is not None:
+        meta["fcmlc_vs_exact"] = {"total_variation": float(0.5 * np.abs(post.mass - exact_post.mass).sum()),
+                                  "chi2_best_credible_level": float(post.credible_level_of(*scan.best_point))}
     res = Comparison(post, scan, grid, levels, regions, iou, area, None if truth is None else tuple(map(float, truth)),
                      meta)
     if out is not None:

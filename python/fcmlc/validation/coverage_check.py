@@ -55,8 +55,10 @@ import numpy as np
 from .. import __version__
 from .._checks import check_levels, check_positive_int, check_seed, check_threads
 from .._torch_env import torch_threads
+from ..exact import ExactModel, grid_of_centres
 from ..frequentist import Chi2Model, chi2_scan, wilks_threshold
 from ..physics import Grid
+from ..regions import hpd_region, iou
 from ..simulation import realizations
 from .coverage_result import METHODS, CoverageResult
 from .inputs import chi2_grid, load_fc, load_model, model_experiments, y_ranges
@@ -94,7 +96,7 @@ class _Trials:
 def _check_methods(methods, fc) -> tuple:
     """The methods to evaluate, in :data:`METHODS` order; None = all that apply."""
     if methods is None:
-        methods = ("fcmlc", "wilks") + (("fc",) if fc is not None else ())
+        methods = ("fcmlc", "exact", "wilks") + (("fc",) if fc is not None else ())
     elif isinstance(methods, str):
         methods = tuple(s.strip() for s in methods.split(",") if s.strip())
     methods = tuple(methods)
@@ -136,16 +138,27 @@ def _fcmlc_densities(model, X, n_samples, seed, threads, batch_index):
     return np.stack(out), bad
 
 
-def _fcmlc_statistic(model, tr: _Trials, closed: bool, n_samples, seed, threads, bar):
-    """FCMLC evaluation: per trial the credibility level of the truth (posterior mass of the
-    denser cells; 1 for a failed fit, which never covers) and which fits failed."""
+def _cell_edges_and_area(model):
     yg = model.y_grid
     eu, ed = np.asarray(yg.log_ue4_edges, float), np.asarray(yg.log_dm2_edges, float)
     areas = np.diff(ed)[:, None] * np.diff(eu)[None, :]
     if not np.allclose(areas, areas.flat[0], rtol=1e-9, atol=0):
         raise ValueError("the model's posterior grid must have cells of equal area in log10")
+    return eu, ed, areas
+
+
+def _fcmlc_statistic(model, tr: _Trials, closed: bool, n_samples, seed, threads, bar, exact=None, levels=()):
+    """FCMLC evaluation: per trial the credibility level of the truth (posterior mass of the
+    denser cells; 1 for a failed fit, which never covers) and which fits failed. With ``exact``
+    (an :class:`fcmlc.exact.ExactModel` on the posterior cells) also the exact posterior's
+    statistic and, per trial, the total-variation distance of FCMLC from it and the IoU of their
+    HPD regions at ``levels`` (NaN for failed fits)."""
+    eu, ed, areas = _cell_edges_and_area(model)
     s_f = np.empty(tr.n)
     failed = np.zeros(tr.n, bool)
+    s_e = np.empty(tr.n) if exact is not None else None
+    tv = np.full(tr.n, np.nan)
+    ious = np.full((tr.n, len(levels)), np.nan)
     with torch_threads(threads):
         for b, s0 in enumerate(range(0, tr.n, FCMLC_BATCH)):
             sl = slice(s0, min(tr.n, s0 + FCMLC_BATCH))
@@ -153,9 +166,51 @@ def _fcmlc_statistic(model, tr: _Trials, closed: bool, n_samples, seed, threads,
             s_f[sl] = truth_credible_levels(dens, eu, ed, tr.ue4[sl], tr.dm2[sl], closed=closed)
             s_f[sl][bad] = 1.0  # a failed fit never covers the truth
             failed[sl] = bad
+            if exact is not None:
+                ex = np.exp(exact.log_posterior(tr.x[sl]))
+                s_e[sl] = truth_credible_levels(ex, eu, ed, tr.ue4[sl], tr.dm2[sl], closed=closed)
+                tv[sl], ious[sl] = _distances(dens, ex, areas, bad, levels)
             if bar is not None:
                 bar.update(sl.stop - sl.start)
-    return s_f, failed
+    return s_f, failed, s_e, tv, ious
+
+
+def _distances(dens, ex, areas, bad, levels):
+    """Per trial: total-variation distance of the two posteriors' cell masses and IoU (area) of
+    their HPD regions at each level."""
+    mf = dens * areas
+    mf /= mf.sum(axis=(1, 2), keepdims=True)
+    me = ex * areas
+    me /= me.sum(axis=(1, 2), keepdims=True)
+    tv = 0.5 * np.abs(mf - me).sum(axis=(1, 2))
+    ious = np.array([[iou(hpd_region(f, L, areas), hpd_region(e, L, areas), areas) for L in levels]
+                     for f, e in zip(dens, ex)]).reshape(len(dens), len(levels))
+    tv[bad] = np.nan
+    ious[bad] = np.nan
+    return tv, ious
+
+
+def _exact_statistic(model, exact, tr: _Trials, closed: bool, bar):
+    """The exact posterior's credibility level of each truth (when FCMLC is not evaluated)."""
+    eu, ed, _ = _cell_edges_and_area(model)
+    s_e = np.empty(tr.n)
+    for s0 in range(0, tr.n, CHI2_BATCH):
+        sl = slice(s0, min(tr.n, s0 + CHI2_BATCH))
+        s_e[sl] = truth_credible_levels(np.exp(exact.log_posterior(tr.x[sl])), eu, ed, tr.ue4[sl], tr.dm2[sl],
+                                        closed=closed)
+        if bar is not None:
+            bar.update(sl.stop - sl.start)
+    return s_e
+
+
+def _distance_summary(tv, ious, levels) -> dict:
+    ok = np.isfinite(tv)
+    if not ok.any():
+        return {}
+    return {"n_trials": int(ok.sum()),
+            "total_variation": {"mean": float(np.mean(tv[ok])), "median": float(np.median(tv[ok])),
+                                "p90": float(np.quantile(tv[ok], 0.9))},
+            "iou_mean": {f"{L:g}": float(np.mean(ious[ok, i])) for i, L in enumerate(levels)}}
 
 
 def _delta_chi2(eset, grid: Grid, tr: _Trials, threads, bar) -> np.ndarray:
@@ -240,7 +295,11 @@ def coverage(model, trials: int = 2000, levels=(0.68, 0.90, 0.95), seed: int = 0
 
     The chi2 grid's points must lie inside the posterior grid (the model's ranges).
 
-    methods: subset of ('fcmlc', 'wilks', 'fc'); None = all that apply ('fc' only with ``fc``).
+    * 'exact': the exact posterior on the same cells (:mod:`fcmlc.exact`) -> the same HPD test;
+      with 'fcmlc' also the total-variation distance of each FCMLC posterior from the exact one
+      and the IoU of their HPD regions, summarised in ``meta['fcmlc_vs_exact']``.
+
+    methods: subset of ('fcmlc', 'exact', 'wilks', 'fc'); None = all that apply ('fc' only with ``fc``).
     grid: chi2 grid and range of the truths when no ``fc`` is given (default: the model's
     training grid, recorded in its directory; else n + 1 points per axis over its posterior grid).
     experiments: the experiment objects to simulate (default: the model's, loaded by name).
@@ -283,16 +342,33 @@ def coverage(model, trials: int = 2000, levels=(0.68, 0.90, 0.95), seed: int = 0
     if progress:
         from tqdm.auto import tqdm  # only for a progress bar
 
-        bar = tqdm(total=trials * (("fcmlc" in methods) + needs_chi2), unit="fit", desc="coverage")
-    covered, stat = {}, {}
+        bar = tqdm(total=trials * (("fcmlc" in methods or "exact" in methods) + needs_chi2), unit="fit",
+                   desc="coverage")
+    covered, stat, distances = {}, {}, {}
     failed = np.zeros(trials, bool)
     lv = np.asarray(levels)
     try:
+        exact = None
+        if "exact" in methods:
+            t = time.perf_counter()
+            yg = model.y_grid
+            exact = ExactModel(eset.experiments, grid_of_centres(yg.ue4_centres, yg.dm2_centres), threads=threads)
+            timings["exact_setup"] = time.perf_counter() - t
         if "fcmlc" in methods:
             t = time.perf_counter()
-            stat["fcmlc"], failed = _fcmlc_statistic(model, tr, truths == "grid", n_samples, seed, threads, bar)
+            stat["fcmlc"], failed, s_e, tv, ious = _fcmlc_statistic(model, tr, truths == "grid", n_samples, seed,
+                                                                    threads, bar, exact, levels)
             covered["fcmlc"] = stat["fcmlc"][:, None] < lv[None, :]
             timings["fcmlc_fits"] = time.perf_counter() - t
+            if exact is not None:
+                stat["exact"] = s_e
+                distances = _distance_summary(tv, ious, levels)
+        elif exact is not None:
+            t = time.perf_counter()
+            stat["exact"] = _exact_statistic(model, exact, tr, truths == "grid", bar)
+            timings["exact_fits"] = time.perf_counter() - t
+        if exact is not None:
+            covered["exact"] = stat["exact"][:, None] < lv[None, :]
         if needs_chi2:
             t = time.perf_counter()
             delta = _delta_chi2(eset, grid, tr, threads, bar)
@@ -306,5 +382,7 @@ def coverage(model, trials: int = 2000, levels=(0.68, 0.90, 0.95), seed: int = 0
             bar.close()
 
     meta = _coverage_meta(model, eset, fc, grid, truths, seed, n_samples, trials, interval_method, threads, timings)
+    if distances:
+        meta["fcmlc_vs_exact"] = distances
     return CoverageResult(levels, methods, truths, tr.ue4, tr.dm2, covered, stat, np.linspace(0.0, 1.0, curve_points),
                           float(band), failed, meta)

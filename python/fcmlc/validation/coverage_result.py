@@ -15,8 +15,8 @@ from ..exceptions import FormatError
 __all__ = ["CoverageResult", "binomial_interval", "METHODS", "METHOD_LABELS"]
 
 #: The methods a coverage check can evaluate, in the order of every output.
-METHODS = ("fcmlc", "wilks", "fc")
-METHOD_LABELS = {"fcmlc": "FCMLC (HPD)", "wilks": "Wilks", "fc": "Feldman-Cousins"}
+METHODS = ("fcmlc", "exact", "wilks", "fc")
+METHOD_LABELS = {"fcmlc": "FCMLC (HPD)", "exact": "exact posterior (HPD)", "wilks": "Wilks", "fc": "Feldman-Cousins"}
 _FORMAT = "fcmlc.CoverageResult"
 _FORMAT_VERSION = 1
 
@@ -45,7 +45,7 @@ class CoverageResult:
     ``covered[m]`` (n_trials, n_levels) bool, ``fraction[m]``, ``interval[m]`` (2, n_levels)
     binomial bands (``band`` confidence, Clopper-Pearson unless ``meta['interval_method']``
     says otherwise). ``statistic[m]`` (n_trials,): the level at which the truth is first
-    covered - FCMLC: posterior mass of denser cells (covered at L iff < L); Wilks: chi2_2 CDF of
+    covered - FCMLC and the exact posterior: posterior mass of denser cells (covered at L iff < L); Wilks: chi2_2 CDF of
     Delta-chi2 at the truth (covered iff <= L); FC: Delta-chi2 at the truth (no continuous
     curve: critical values exist only at the FC levels). ``curve_nominal`` (n_curve,) and
     ``curve[m]`` (n_curve,): the expected-coverage curve, the empirical CDF of the statistic
@@ -84,7 +84,7 @@ class CoverageResult:
         out = {}
         for m in self.methods:
             s = self.statistic[m]
-            if m == "fcmlc":
+            if m in ("fcmlc", "exact"):
                 out[m] = (s[:, None] < self.curve_nominal[None, :]).mean(axis=0)
             elif m == "wilks":
                 out[m] = (s[:, None] <= self.curve_nominal[None, :]).mean(axis=0)
@@ -162,9 +162,9 @@ class CoverageResult:
 
         if ax is None:
             ax = Figure(figsize=(5.6, 5.2), layout="constrained").subplots()
-        colours = {"fcmlc": P.METHOD_STYLES["fcmlc"]["color"], "wilks": P.METHOD_STYLES["wilks"]["color"],
-                   "fc": P.METHOD_STYLES["feldman_cousins"]["color"]}
-        markers = {"fcmlc": "o", "wilks": "s", "fc": "D"}
+        colours = {"fcmlc": P.METHOD_STYLES["fcmlc"]["color"], "exact": P.METHOD_STYLES["exact"]["color"],
+                   "wilks": P.METHOD_STYLES["wilks"]["color"], "fc": P.METHOD_STYLES["feldman_cousins"]["color"]}
+        markers = {"fcmlc": "o", "exact": "^", "wilks": "s", "fc": "D"}
         ax.plot([0, 1], [0, 1], color="0.5", linestyle=":", linewidth=1.0, label="nominal")
         cv, ci = self.curve, self.curve_interval
         for m, c in cv.items():
