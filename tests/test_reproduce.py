@@ -64,6 +64,9 @@ def test_report_and_every_figure_exist(best_run):
         assert f"## {title}" in text
     assert not re.search(r"\b(nan|inf)\b", text, re.IGNORECASE)
     assert "**real**" in text and "BEST" in text  # BEST enters with its published ratios
+    # the observed fit says how far to trust it, and coverage scores FCMLC against the exact posterior
+    assert "### How far to trust this fit" in text and "| goodness_of_fit |" in text and "| distance:BEST |" in text
+    assert "Distance of the FCMLC posteriors from the exact posterior" in text and "exact posterior" in text
     assert not list(out.rglob("*.tmp")) and not (out / "work" / "model.partial").exists()
 
 

@@ -28,7 +28,7 @@ PAPER_TABLE_II = (
     ("Feldman-Cousins: total", 510000.0, "Table II (\"~510 khrs\", ~200x FCMLC)"),
 )
 
-METHOD_NAMES = {"fcmlc": "FCMLC", "wilks": "Wilks", "fc": "Feldman-Cousins"}
+METHOD_NAMES = {"fcmlc": "FCMLC", "exact": "exact posterior", "wilks": "Wilks", "fc": "Feldman-Cousins"}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -186,7 +186,28 @@ def _fig4(c) -> list:
             cells.append(f"{fmt(v['observed'], '.3f')} [{fmt(v['band'][0], '.3f')}, {fmt(v['band'][1], '.3f')}]")
         L.append(f"| {lv:g} | " + " | ".join(cells) + " |")
     L += ["", f"How the truth is located: {c.get('truth_location')}.", ""]
+    d = c.get("fcmlc_vs_exact")
+    if d:
+        tv = d["total_variation"]
+        L += [f"Distance of the FCMLC posteriors from the exact posterior (same cells; docs/diagnostics.md), over "
+              f"{d['n_trials']} trials: total variation mean {fmt(tv['mean'], '.3f')}, median {fmt(tv['median'], '.3f')}, "
+              f"90th percentile {fmt(tv['p90'], '.3f')}; mean IoU of the HPD regions "
+              + ", ".join(f"{100 * float(k):g}% {fmt(v, '.2f')}" for k, v in d["iou_mean"].items()) + ".", ""]
     return L
+
+
+def _diagnostics(d) -> list:
+    """The diagnostics of the observed-data fit (fcmlc.diagnostics) as a table."""
+    if not d:
+        return []
+    L = ["### How far to trust this fit (diagnostics)", "",
+         f"Status: **{d['status']}** ({d['n_toys']} realizations at the χ² best fit, seed {d['seed']}; what to do "
+         "when a check warns: docs/diagnostics.md).", "",
+         "| check | status | result | rule |", "|---|---|---|---|"]
+    for c in d["checks"]:
+        status = "**warn**" if c["status"] == "warn" else c["status"]
+        L.append(f"| {c['name']} | {status} | {c['message']} | {c['rule']} |")
+    return L + [""]
 
 
 def _edge_warnings(ed) -> list:
@@ -233,7 +254,7 @@ def _fig5(o) -> list:
           "(arXiv:2109.11482, 2201.07364); the paper's traditional global best fit is (sin²2θ, Δm²) = (0.35, 9.3 eV²) "
           "(Sec. III D); STEREO excludes the reactor-anomaly region (its fit here uses mock no-oscillation data).",
           ""]
-    return L
+    return L + _diagnostics(o.get("diagnostics"))
 
 
 def _timing(sc: Scale, R, T) -> list:

@@ -24,6 +24,7 @@ from .. import experiments as ex
 from .._checks import UINT64_MAX
 from .._io import atomic_path, atomic_write_text
 from ..dataset import open_dataset
+from ..diagnostics import diagnose
 from ..frequentist import Chi2Model, FCResult, chi2_scan, feldman_cousins
 from ..physics import ue4_from_sin2_2theta
 from ..simulation import realizations, simulate
@@ -259,7 +260,8 @@ def coverage_step(run: TaskRun, recs) -> dict:
     s = cv.summary()
     return {"n_trials": s["n_trials"], "methods": s["methods"], "coverage": s["coverage"],
             "band_confidence": s["band_confidence"], "n_failed_fcmlc_fits": s["n_failed_fcmlc_fits"],
-            "seconds": s["meta"].get("seconds"), "truth_location": s["meta"].get("truth_location")}
+            "seconds": s["meta"].get("seconds"), "truth_location": s["meta"].get("truth_location"),
+            "fcmlc_vs_exact": s["meta"].get("fcmlc_vs_exact")}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -279,6 +281,8 @@ def observed_step(run: TaskRun, recs) -> dict:
     comp.posterior.to_npz(run.work / "observed.npz")
     info["real"] = [d["name"] for d in run.data if d["kind"] == "real"]
     info["mock"] = [d["name"] for d in run.data if d["kind"] == "mock"]
+    info["diagnostics"] = diagnose(run.experiments, run.observed_vector, posterior=comp.posterior,
+                                   threads=run.threads, seed=run.seed).to_dict()
     fig5_observed(comp, info["real"], info["mock"], run.task, run.out / "fig5_observed.png")
     return info
 
