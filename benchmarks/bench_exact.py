@@ -22,7 +22,6 @@ from _common import cpu_model, timeit  # noqa: E402
 from fcmlc.diagnostics import diagnose  # noqa: E402
 from fcmlc.exact import ExactModel  # noqa: E402
 from fcmlc.physics import Grid  # noqa: E402
-from fcmlc.regions import cell_areas  # noqa: E402
 from fcmlc.simulation import expectation_rows, realizations  # noqa: E402
 
 
@@ -86,8 +85,9 @@ def main():
     grid = Grid.paper()
     t0 = time.perf_counter()
     model = ExactModel(a.experiments, grid, threads=a.threads)
-    t_setup = time.perf_counter() - t0
     x = realizations(model.experiments, [0.1], [1.3], 1, seed=1)[0, 0]
+    model.posterior(x)  # the first call builds the compiled chi2 kernels: part of the setup
+    t_setup = time.perf_counter() - t0
     t_fc = timeit(lambda: model.posterior(x), a.repeat)
     t0 = time.perf_counter()
     ref = NumpyExact(model.experiments, grid)
@@ -95,12 +95,10 @@ def main():
     t_np = timeit(lambda: ref.minus2_log_likelihood(x), a.repeat)
     d = (model.minus2_log_likelihood(x).ravel() - ref.minus2_log_likelihood(x))
     agree = float(np.max(np.abs(d - d.mean())))
-    area = cell_areas(grid.ue4, grid.dm2)
-    assert area.shape == (grid.n_dm2, grid.n_ue4)
     t_diag = timeit(lambda: diagnose(model.experiments, x, model=model, n_toys=a.toys, seed=1), max(1, a.repeat // 2))
     diag = diagnose(model.experiments, x, model=model, n_toys=a.toys, seed=1)
     rows = [
-        ("setup (chi2 models, per-point factors), once per experiment set and grid", f"{t_setup:.2f} s",
+        ("setup (chi2 models, per-point factors, compiled kernels), once per experiment set and grid", f"{t_setup:.2f} s",
          f"{t_np_setup:.2f} s", ""),
         ("exact posterior of one data vector (Posterior object included)", f"{t_fc[0] * 1e3:.1f} ms",
          f"{t_np[0] * 1e3:.1f} ms (likelihood only)", f"{t_np[0] / t_fc[0]:.1f}x"),
