@@ -142,7 +142,7 @@ def test_bad_input_is_named():
         m.posterior(np.ones(7))
     x = np.full(8, 4000.0)
     x[3] = np.nan
-    with pytest.raises(ValueError, match="TOY bin 3"):
+    with pytest.raises(ValueError, match="in TOY bin 3"):
         m.posterior(x)
     with pytest.raises(ValueError, match="prior must be one of"):
         ExactModel([e], SMALL, prior="flat")

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .frequentist import Chi2Model, resolve_experiments
+from .frequentist import Chi2Model, data_matrix, resolve_experiments
 from .physics import Grid
 from .posterior import Posterior
 from .regions import cell_areas
@@ -138,18 +138,8 @@ class ExactModel:
         return int(sum(self.n_bins_each))
 
     def data_matrix(self, x):
-        """(n_data, n_bins) float64 and whether one vector was given (checked: shape, NaN)."""
-        X = np.asarray(x, dtype=float)
-        single = X.ndim == 1
-        X = np.atleast_2d(X)
-        if X.ndim != 2 or X.shape[1] != self.n_bins:
-            raise ValueError(f"data must have {self.n_bins} bins ({' + '.join(map(str, self.n_bins_each))} for "
-                             f"{', '.join(self.names)}) on its last axis, got shape {np.shape(x)}")
-        if not np.all(np.isfinite(X)):
-            row, col = np.argwhere(~np.isfinite(X))[0]
-            i = int(np.searchsorted([c.stop for c in self.columns], col, side="right"))
-            raise ValueError(f"data contain a non-finite value in {self.names[i]} bin {col - self.columns[i].start}")
-        return np.ascontiguousarray(X), single
+        """(n_data, n_bins) float64 and whether one vector was given (:func:`fcmlc.frequentist.data_matrix`)."""
+        return data_matrix(x, self.names, self.n_bins_each)
 
     def chi2_maps(self, x) -> np.ndarray:
         """The chi2 of each experiment on the grid (the frequentist methods' profile chi2):

@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 from .._checks import check_threads
-from .._io import atomic_write_json, save_figure
+from .._io import atomic_write_json
 from ..data_vectors import data_source, experiment_set_asimov
 from ._args import (add_data_dir_arg, add_data_source_args, add_diagnostics_args, add_experiments_arg,
                     add_grid_args, data_source_options, diagnostics_options, grid_from_args, parse_experiments)
@@ -60,7 +60,7 @@ def cmd_exact(args) -> int:
         atomic_write_json(out / "diagnostics.json", diag.to_dict())
         summary["diagnostics"] = diag.status
     atomic_write_json(out / "summary.json", summary)
-    _plot(post, out / "posterior.png", src.truth, model.names)
+    post.save_plot(out / "posterior.png", truth=src.truth, title=f"Exact posterior: {', '.join(model.names)}")
     b = summary["posterior"]["best_point"]
     print(f"exact posterior of {', '.join(model.names)} ({src.description}; {grid.n_ue4} x {grid.n_dm2} grid, "
           f"{args.prior} prior; setup {setup:.1f} s, fit {dt * 1e3:.0f} ms) -> {out}")
@@ -71,13 +71,3 @@ def cmd_exact(args) -> int:
     if diag is not None:
         print(diag)
     return 0
-
-
-def _plot(post, path, truth, names):
-    from matplotlib.figure import Figure  # matplotlib: loaded for the figure only
-
-    fig = Figure(figsize=(6.0, 5.0), layout="constrained")
-    ax = fig.subplots()
-    post.plot(ax=ax, truth=truth)
-    ax.set_title(f"Exact posterior: {', '.join(names)}")
-    save_figure(fig, path, dpi=120)

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from .._checks import check_positive_int, check_threads
-from .._io import atomic_write_json, save_figure
+from .._io import atomic_write_json
 from ..data_vectors import model_data_source, model_experiments
 from ..fit_summary import fit_summary
 from ._args import (add_data_dir_arg, add_data_source_args, add_diagnostics_args, add_mc_dropout_args, add_model_arg,
@@ -153,21 +153,11 @@ def cmd_fit(args) -> int:
             atomic_write_json(out / "diagnostics.json", diag.to_dict())
             summary["diagnostics"] = diag.status
     atomic_write_json(out / "summary.json", summary)
-    _plot(post, out / "posterior.png", truth, model)
+    post.save_plot(out / "posterior.png", truth=truth, title=f"FCMLC posterior: {', '.join(model.experiments)}")
     _print_summary(summary, out)
     if diag is not None:
         print(diag)
     return 0
-
-
-def _plot(post, path, truth, model):
-    from matplotlib.figure import Figure  # matplotlib: loaded for the figure only
-
-    fig = Figure(figsize=(6.0, 5.0), layout="constrained")
-    ax = fig.subplots()
-    post.plot(ax=ax, truth=truth)
-    ax.set_title(f"FCMLC posterior: {', '.join(model.experiments)}")
-    save_figure(fig, path, dpi=120)
 
 
 def _print_summary(s, out):

@@ -88,7 +88,7 @@ from __future__ import annotations
 
 from .._checks import UINT64_MAX
 from ..simulation import resolve_experiments
-from .chi2 import Chi2Model, Chi2Scan, asimov_data, chi2_scan
+from .chi2 import Chi2Model, Chi2Scan, asimov_data, chi2_scan, data_matrix
 from .fc import FC_LEVELS, critical_values, fc_toys, feldman_cousins, order_statistic_index
 from .fc_result import FC_FORMAT, FC_FORMAT_VERSION, QUANTILE_CONVENTION, FCResult, check_compatible
 from .linalg import whitening_projection
@@ -97,7 +97,7 @@ from .wilks import (WILKS_LEVELS, NoOscillationTest, goodness_of_fit, no_oscilla
 
 __all__ = [
     "WILKS_LEVELS", "FC_LEVELS", "FC_FORMAT", "FC_FORMAT_VERSION", "QUANTILE_CONVENTION", "UINT64_MAX",
-    "resolve_experiments", "whitening_projection", "Chi2Model", "Chi2Scan", "chi2_scan", "asimov_data",
+    "resolve_experiments", "whitening_projection", "Chi2Model", "Chi2Scan", "chi2_scan", "asimov_data", "data_matrix",
     "wilks_threshold", "wilks_regions", "raster_limits", "goodness_of_fit", "NoOscillationTest",
     "no_oscillation_test", "summary", "order_statistic_index", "critical_values", "fc_toys", "feldman_cousins",
     "FCResult", "check_compatible",

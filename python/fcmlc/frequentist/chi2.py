@@ -55,6 +55,44 @@ class ExperimentPart:
     factors: np.ndarray | None = None  # (n_points, k(k+1)/2) packed inverse Cholesky factors of G'(p)
 
 
+def data_matrix(x, names, n_bins_each) -> tuple:
+    """Data for the experiments ``names`` (with ``n_bins_each`` bins) as a (n_data, n_bins) float64
+    array and whether one vector was given. `x` is a concatenated vector (n_bins,) or a batch
+    (n_data, n_bins), a list of per-experiment arrays, or a dict name -> array; a ValueError names
+    the wrong shape or the first non-finite value (experiment and bin)."""
+    names, n_bins_each = list(names), [int(n) for n in n_bins_each]
+    n_bins = sum(n_bins_each)
+    if isinstance(x, dict):
+        missing = [n for n in names if n not in x]
+        extra = [k for k in x if k not in names]
+        if missing or extra:
+            raise ValueError(f"data dict must have exactly the keys {names}"
+                             + (f"; missing {missing}" if missing else "") + (f"; unknown {extra}" if extra else ""))
+        x = [x[n] for n in names]
+    if isinstance(x, (list, tuple)) and len(x) == len(names) and all(np.ndim(a) >= 1 for a in x) and len(names) > 1:
+        parts = [np.asarray(a, dtype=float) for a in x]
+        for a, n, name in zip(parts, n_bins_each, names):
+            if a.shape[-1] != n:
+                raise ValueError(f"data for {name} must have {n} bins, got shape {a.shape}")
+        if all(a.ndim == 1 for a in parts):  # one data vector
+            x = np.concatenate(parts)
+        else:
+            x = np.concatenate([np.atleast_2d(a) for a in parts], axis=-1)
+    x = np.asarray(x, dtype=float)
+    single = x.ndim == 1
+    x = np.atleast_2d(x)
+    if x.ndim != 2 or x.shape[1] != n_bins:
+        raise ValueError(f"data must have {n_bins} bins ({' + '.join(map(str, n_bins_each))} for "
+                         f"{', '.join(names)}) on its last axis, got shape {np.shape(x)}")
+    if not np.all(np.isfinite(x)):
+        row, col = np.argwhere(~np.isfinite(x))[0]
+        i = int(np.searchsorted(np.cumsum(n_bins_each), col, side="right"))
+        b = int(col) - sum(n_bins_each[:i])
+        raise ValueError(f"data contain a non-finite value ({x[row, col]}) in {names[i]} bin {b}"
+                         + (f" of data vector {row}" if not single else ""))
+    return np.ascontiguousarray(x), single
+
+
 class Chi2Model:
     """The chi2 of a set of experiments on a grid, precomputed for fast scans and FC toys.
 
@@ -241,44 +279,8 @@ class Chi2Model:
         return int(sum(p.n_effective if p.norm else p.A.shape[0] for p in self._parts))
 
     def data_matrix(self, x) -> np.ndarray:
-        """Data as a (n_data, n_bins) float64 array. `x` is a concatenated vector (n_bins,) or a
-        batch (n_data, n_bins), a list of per-experiment arrays, or a dict name -> array."""
-        if isinstance(x, dict):
-            missing = [n for n in self.names if n not in x]
-            extra = [k for k in x if k not in self.names]
-            if missing or extra:
-                raise ValueError(f"data dict must have exactly the keys {list(self.names)}"
-                                 + (f"; missing {missing}" if missing else "") + (f"; unknown {extra}" if extra else ""))
-            x = [x[n] for n in self.names]
-        if isinstance(x, (list, tuple)) and len(x) == len(self.names) and all(np.ndim(a) >= 1 for a in x) \
-                and len(self.names) > 1:
-            parts = [np.asarray(a, dtype=float) for a in x]
-            for a, n, name in zip(parts, self.n_bins_each, self.names):
-                if a.shape[-1] != n:
-                    raise ValueError(f"data for {name} must have {n} bins, got shape {a.shape}")
-            if all(a.ndim == 1 for a in parts):  # one data vector
-                x = np.concatenate(parts)
-            else:
-                x = np.concatenate([np.atleast_2d(a) for a in parts], axis=-1)
-        x = np.asarray(x, dtype=float)
-        single = x.ndim == 1
-        x = np.atleast_2d(x)
-        if x.ndim != 2 or x.shape[1] != self.n_bins:
-            raise ValueError(f"data must have {self.n_bins} bins ({' + '.join(map(str, self.n_bins_each))} for "
-                             f"{', '.join(self.names)}) on its last axis, got shape {np.shape(x)}")
-        if not np.all(np.isfinite(x)):
-            row, col = np.argwhere(~np.isfinite(x))[0]
-            name, b = self._locate(int(col))
-            raise ValueError(f"data contain a non-finite value ({x[row, col]}) in {name} bin {b}"
-                             + (f" of data vector {row}" if not single else ""))
-        return np.ascontiguousarray(x), single
-
-    def _locate(self, col):
-        for name, n in zip(self.names, self.n_bins_each):
-            if col < n:
-                return name, col
-            col -= n
-        return "?", col
+        """Data as a (n_data, n_bins) float64 array (:func:`data_matrix`)."""
+        return data_matrix(x, self.names, self.n_bins_each)
 
     def whiten(self, x) -> np.ndarray:
         """r = A_e (x_e - N0_e) of every experiment, concatenated: (n_data, n_effective_bins).

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import plotting as P
+from .._io import save_figure
 
 __all__ = ["PosteriorPlots"]
 
@@ -36,13 +37,14 @@ class PosteriorPlots:
         if ax is None:
             _, ax = P.pyplot().subplots(figsize=(6.0, 5.0), constrained_layout=True)
         levels = sorted(float(v) for v in levels)
+        name = "exact" if self.meta.get("method") == "exact" else "FCMLC"  # whose regions the legend names
         colours = P.level_colours(levels)
         dmax = float(self.density.max())
         for lv in levels[::-1]:  # innermost (lowest level) last, on top
             h = self.hpd_threshold(lv)
             P.fill_between_thresholds(
                 ax, self.density, self.ue4, self.dm2, h, 2.0 * dmax + 1.0, x=x, facecolor=colours[lv], alpha=0.9,
-                label=f"FCMLC {P.level_label(lv)} CR", zorder=1,
+                label=f"{name} {P.level_label(lv)} CR", zorder=1,
             )
             P.draw_lines(ax, self.contours(lv), x=x, color=P.METHOD_STYLES["fcmlc"]["color"], linewidth=1.0, zorder=2)
         for i, item in enumerate(overlays or ()):
@@ -56,6 +58,17 @@ class PosteriorPlots:
         P.setup_oscillation_axes(ax, x=x, ue4_range=(self.ue4[0], self.ue4[-1]), dm2_range=(self.dm2[0], self.dm2[-1]), title=title)
         ax.legend(loc="best", fontsize="small", framealpha=0.85)
         return ax
+
+    def save_plot(self, path, truth=None, title=None, dpi: int = 120):
+        """:meth:`plot` (6 x 5 in) written to ``path`` all or nothing (format from the suffix)."""
+        from matplotlib.figure import Figure  # matplotlib: loaded for a figure only
+
+        fig = Figure(figsize=(6.0, 5.0), layout="constrained")
+        ax = fig.subplots()
+        self.plot(ax=ax, truth=truth)
+        if title:
+            ax.set_title(title)
+        save_figure(fig, path, dpi=dpi)
 
     def _draw_overlay(self, ax, item, i, levels, x):
         if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
