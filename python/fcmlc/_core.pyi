@@ -2,7 +2,9 @@
 
 # Type stubs of the pybind11 extension fcmlc._core (sources: cpp/src/*.cpp, one register_*
 # per kernel family). tests/test_core_stubs.py checks them against the built module: the same
-# public names, the same parameters (names, order, defaults) and the same docstrings.
+# public names, parameters (names, order, defaults, types), return types and docstrings.
+# The overloads only narrow the return type on a literal float32 / return_best; the last
+# overload of each is the full signature.
 #
 # Array arguments take anything NumPy converts (a copy is made only when the input is not
 # already a C-contiguous array of the dtype named); arrays returned are new C-contiguous arrays.
@@ -57,135 +59,44 @@ def bin_deficit(
 # ---- realizations (sampling.cpp); float32=True returns float32 arrays -----------------------
 
 @overload
-def simulate_gaussian(
-    mu: _F64,
-    factor_t: _F64,
-    lower: bool,
-    seed: _Int,
-    stream: _Int,
-    point_ids: _I64,
-    n_real: _Int,
-    real_offset: _Int = 0,
-    float32: Literal[False] = False,
-    threads: _Int | None = None,
-    norm_groups: _I64 | None = None,
-    norm_sigma: _Float = 0.0,
-) -> NDArray[np.float64]:
+def simulate_gaussian(mu: _F64, factor_t: _F64, lower: bool, seed: _Int, stream: _Int, point_ids: _I64, n_real: _Int,
+                      real_offset: _Int = 0, float32: Literal[False] = False, threads: _Int | None = None,
+                      norm_groups: _I64 | None = None, norm_sigma: _Float = 0.0) -> NDArray[np.float64]:
     """Correlated Gaussian realizations x = mu (1 + norm_sigma E w) + F z for each row of mu (n_points,
     n_bins) and n_real realizations; factor_t = F^T (k, n_bins); w ~ N(0, I) per normalisation group
     (norm_groups: group index of each bin), drawn from the PURPOSE_NORM stream only when norm_sigma > 0
     (else x = mu + F z). Returns (n_points, n_real, n_bins)."""
-
 @overload
-def simulate_gaussian(
-    mu: _F64,
-    factor_t: _F64,
-    lower: bool,
-    seed: _Int,
-    stream: _Int,
-    point_ids: _I64,
-    n_real: _Int,
-    real_offset: _Int,
-    float32: Literal[True],
-    threads: _Int | None = None,
-    norm_groups: _I64 | None = None,
-    norm_sigma: _Float = 0.0,
-) -> NDArray[np.float32]: ...
+def simulate_gaussian(mu: _F64, factor_t: _F64, lower: bool, seed: _Int, stream: _Int, point_ids: _I64, n_real: _Int,
+                      real_offset: _Int, float32: Literal[True], threads: _Int | None = None,
+                      norm_groups: _I64 | None = None, norm_sigma: _Float = 0.0) -> NDArray[np.float32]: ...
 @overload
-def simulate_gaussian(
-    mu: _F64,
-    factor_t: _F64,
-    lower: bool,
-    seed: _Int,
-    stream: _Int,
-    point_ids: _I64,
-    n_real: _Int,
-    real_offset: _Int = 0,
-    *,
-    float32: Literal[True],
-    threads: _Int | None = None,
-    norm_groups: _I64 | None = None,
-    norm_sigma: _Float = 0.0,
-) -> NDArray[np.float32]: ...
+def simulate_gaussian(mu: _F64, factor_t: _F64, lower: bool, seed: _Int, stream: _Int, point_ids: _I64, n_real: _Int,
+                      real_offset: _Int = 0, *, float32: Literal[True], threads: _Int | None = None,
+                      norm_groups: _I64 | None = None, norm_sigma: _Float = 0.0) -> NDArray[np.float32]: ...
 @overload
-def simulate_gaussian(
-    mu: _F64,
-    factor_t: _F64,
-    lower: bool,
-    seed: _Int,
-    stream: _Int,
-    point_ids: _I64,
-    n_real: _Int,
-    real_offset: _Int = 0,
-    float32: bool = False,
-    threads: _Int | None = None,
-    norm_groups: _I64 | None = None,
-    norm_sigma: _Float = 0.0,
-) -> NDArray[np.float64] | NDArray[np.float32]: ...
+def simulate_gaussian(mu: _F64, factor_t: _F64, lower: bool, seed: _Int, stream: _Int, point_ids: _I64, n_real: _Int,
+                      real_offset: _Int = 0, float32: bool = False, threads: _Int | None = None,
+                      norm_groups: _I64 | None = None,
+                      norm_sigma: _Float = 0.0) -> NDArray[np.float64] | NDArray[np.float32]: ...
 @overload
-def simulate_pulls(
-    mu: _F64,
-    pull_jacobian: _F64,
-    pull_factor: _F64,
-    pull_lower: _F64,
-    stat_sigma: _F64,
-    seed: _Int,
-    stream: _Int,
-    point_ids: _I64,
-    n_real: _Int,
-    real_offset: _Int = 0,
-    float32: Literal[False] = False,
-    threads: _Int | None = None,
-) -> NDArray[np.float64]:
+def simulate_pulls(mu: _F64, pull_jacobian: _F64, pull_factor: _F64, pull_lower: _F64, stat_sigma: _F64, seed: _Int,
+                   stream: _Int, point_ids: _I64, n_real: _Int, real_offset: _Int = 0, float32: Literal[False] = False,
+                   threads: _Int | None = None) -> NDArray[np.float64]:
     """Pull-parameter realizations x = mu (1 + J pi) + sigma s with truncated correlated Gaussian pulls.
     Returns (n_points, n_real, n_bins)."""
-
 @overload
-def simulate_pulls(
-    mu: _F64,
-    pull_jacobian: _F64,
-    pull_factor: _F64,
-    pull_lower: _F64,
-    stat_sigma: _F64,
-    seed: _Int,
-    stream: _Int,
-    point_ids: _I64,
-    n_real: _Int,
-    real_offset: _Int,
-    float32: Literal[True],
-    threads: _Int | None = None,
-) -> NDArray[np.float32]: ...
+def simulate_pulls(mu: _F64, pull_jacobian: _F64, pull_factor: _F64, pull_lower: _F64, stat_sigma: _F64, seed: _Int,
+                   stream: _Int, point_ids: _I64, n_real: _Int, real_offset: _Int, float32: Literal[True],
+                   threads: _Int | None = None) -> NDArray[np.float32]: ...
 @overload
-def simulate_pulls(
-    mu: _F64,
-    pull_jacobian: _F64,
-    pull_factor: _F64,
-    pull_lower: _F64,
-    stat_sigma: _F64,
-    seed: _Int,
-    stream: _Int,
-    point_ids: _I64,
-    n_real: _Int,
-    real_offset: _Int = 0,
-    *,
-    float32: Literal[True],
-    threads: _Int | None = None,
-) -> NDArray[np.float32]: ...
+def simulate_pulls(mu: _F64, pull_jacobian: _F64, pull_factor: _F64, pull_lower: _F64, stat_sigma: _F64, seed: _Int,
+                   stream: _Int, point_ids: _I64, n_real: _Int, real_offset: _Int = 0, *, float32: Literal[True],
+                   threads: _Int | None = None) -> NDArray[np.float32]: ...
 @overload
-def simulate_pulls(
-    mu: _F64,
-    pull_jacobian: _F64,
-    pull_factor: _F64,
-    pull_lower: _F64,
-    stat_sigma: _F64,
-    seed: _Int,
-    stream: _Int,
-    point_ids: _I64,
-    n_real: _Int,
-    real_offset: _Int = 0,
-    float32: bool = False,
-    threads: _Int | None = None,
-) -> NDArray[np.float64] | NDArray[np.float32]: ...
+def simulate_pulls(mu: _F64, pull_jacobian: _F64, pull_factor: _F64, pull_lower: _F64, stat_sigma: _F64, seed: _Int,
+                   stream: _Int, point_ids: _I64, n_real: _Int, real_offset: _Int = 0, float32: bool = False,
+                   threads: _Int | None = None) -> NDArray[np.float64] | NDArray[np.float32]: ...
 
 # ---- posterior on grids (kde.cpp, integrate.cpp) -------------------------------------------
 
@@ -305,55 +216,24 @@ def chi2_scan(
 
 # mu: a list with one array-like (n, n_bins_e) per experiment (any list: each item is converted).
 @overload
-def fc_toys(
-    kernel: Chi2Kernel,
-    point_ids: _I64,
-    mu: list[Any],
-    n_toys: _Int,
-    seed: _Int,
-    toy_offset: _Int = 0,
-    return_best: Literal[False] = False,
-    threads: _Int | None = None,
-) -> NDArray[np.float64]:
+def fc_toys(kernel: Chi2Kernel, point_ids: _I64, mu: list[Any], n_toys: _Int, seed: _Int, toy_offset: _Int = 0,
+            return_best: Literal[False] = False, threads: _Int | None = None) -> NDArray[np.float64]:
     """Feldman-Cousins toys: for each true grid point p (point_ids, with expectations mu[e] (n, n_bins_e)
     per experiment) and toys t = toy_offset .. toy_offset + n_toys - 1 (realization t of point p, as in
     simulate), Delta-chi2 = chi2(p) - min over the grid. Returns delta (n, n_toys) [, best point index
     (n, n_toys)]."""
-
 @overload
-def fc_toys(
-    kernel: Chi2Kernel,
-    point_ids: _I64,
-    mu: list[Any],
-    n_toys: _Int,
-    seed: _Int,
-    toy_offset: _Int,
-    return_best: Literal[True],
-    threads: _Int | None = None,
-) -> tuple[NDArray[np.float64], NDArray[np.int64]]: ...
+def fc_toys(kernel: Chi2Kernel, point_ids: _I64, mu: list[Any], n_toys: _Int, seed: _Int, toy_offset: _Int,
+            return_best: Literal[True],
+            threads: _Int | None = None) -> tuple[NDArray[np.float64], NDArray[np.int64]]: ...
 @overload
-def fc_toys(
-    kernel: Chi2Kernel,
-    point_ids: _I64,
-    mu: list[Any],
-    n_toys: _Int,
-    seed: _Int,
-    toy_offset: _Int = 0,
-    *,
-    return_best: Literal[True],
-    threads: _Int | None = None,
-) -> tuple[NDArray[np.float64], NDArray[np.int64]]: ...
+def fc_toys(kernel: Chi2Kernel, point_ids: _I64, mu: list[Any], n_toys: _Int, seed: _Int, toy_offset: _Int = 0, *,
+            return_best: Literal[True],
+            threads: _Int | None = None) -> tuple[NDArray[np.float64], NDArray[np.int64]]: ...
 @overload
-def fc_toys(
-    kernel: Chi2Kernel,
-    point_ids: _I64,
-    mu: list[Any],
-    n_toys: _Int,
-    seed: _Int,
-    toy_offset: _Int = 0,
-    return_best: bool = False,
-    threads: _Int | None = None,
-) -> NDArray[np.float64] | tuple[NDArray[np.float64], NDArray[np.int64]]: ...
+def fc_toys(kernel: Chi2Kernel, point_ids: _I64, mu: list[Any], n_toys: _Int, seed: _Int, toy_offset: _Int = 0,
+            return_best: bool = False,
+            threads: _Int | None = None) -> NDArray[np.float64] | tuple[NDArray[np.float64], NDArray[np.int64]]: ...
 def fc_whitened_toys(
     kernel: Chi2Kernel,
     point_ids: _I64,
