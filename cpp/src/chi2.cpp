@@ -1,6 +1,9 @@
 // Kernels: chi2 scans over the (|Ue4|, dm2) grid and fused Feldman-Cousins toys
 // (generate -> whiten -> scan -> minimum per toy, never materialising toys x grid).
 // The reduction of each experiment to (A, N0, d | m) is described in fcmlc/chi2.hpp.
+// Layout: the numeric kernels on raw arrays (lane helpers, then Chi2Core), the C++ API
+// fcmlc::Chi2Kernel of chi2.hpp over Chi2Core, and last the Python binding (register_chi2:
+// argument checks, NumPy conversions, GIL release).
 #include "fcmlc/chi2.hpp"
 
 #include <algorithm>
@@ -10,6 +13,9 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "fcmlc/common.hpp"
@@ -35,6 +41,7 @@ constexpr int TOY_BLOCK = 64;
 #endif
 
 using idx = std::size_t;
+using sidx = std::ptrdiff_t;  // data vectors, points and toys (as Python sizes)
 
 // chi2 offset of a linear experiment (set) relative to |r|^2 at amplitude s2:
 // s2 (2 r.d + s2 |d|^2). The same expression is used by the scan and by the toys.
@@ -659,18 +666,14 @@ FCMLC_CLONES void general_lanes_pruned(int nd, int nu, const double* __restrict 
   *n_eval += evaluated;
 }
 
-std::vector<double> copy_vec(const carray<double>& a) { return std::vector<double>(a.data(), a.data() + a.size()); }
+std::vector<double> copy_vec(const double* p, idx n) { return std::vector<double>(p, p + n); }
 
-class Chi2Kernel {
+// The kernel behind fcmlc::Chi2Kernel (see chi2.hpp): raw row-major arrays in, arguments
+// checked by the caller.
+class Chi2Core {
  public:
-  Chi2Kernel(const carray<double>& s2, int n_dm2) {
-    require_ndim(s2, 1, "s2 (sin^2(2 theta) grid)");
-    require(s2.shape(0) >= 1, "s2 (sin^2(2 theta) grid) must not be empty");
-    require(n_dm2 >= 1, "n_dm2 must be >= 1, got " + std::to_string(n_dm2));
-    require_finite(s2, "s2 (sin^2(2 theta) grid)");
-    for (py::ssize_t i = 0; i < s2.shape(0); ++i)
-      require(s2.data()[i] >= 0.0, "s2 (sin^2(2 theta) grid) must be >= 0");
-    s2_ = copy_vec(s2);
+  Chi2Core(const double* s2, int n_ue4, int n_dm2) {
+    s2_ = copy_vec(s2, n_ue4);
     nu_ = static_cast<int>(s2_.size());
     nd_ = n_dm2;
     order_.resize(nu_);
@@ -697,21 +700,14 @@ class Chi2Kernel {
   // K_p (n_points) of a centred experiment (see general_lanes_pruned): for every p and every
   // float32 vector c, the computed float32 |L_p^-1 c|^2 <= K_p |c|^2. Without it (or with the
   // centred form off) that experiment's toys are not pruned.
-  void set_prune_factors(int i, const carray<double>& K) {
-    Chi2Experiment& e = at(i);
-    require(e.norm && e.linear, e.name + ": prune factors need a linear experiment with normalisation groups");
-    require_ndim(K, 1, (e.name + " prune factors").c_str());
-    require(K.shape(0) == n_points(), e.name + ": prune factors must have n_points entries");
-    for (py::ssize_t p = 0; p < K.shape(0); ++p)
-      require(std::isfinite(K.data()[p]) && K.data()[p] >= 0.0, e.name + ": prune factors must be finite and >= 0");
-    e.Kb = copy_vec(K);
-  }
+  void set_prune_factors(int i, const double* K) { at(i).Kb = copy_vec(K, n_points()); }
   int n_ue4() const { return nu_; }
   int n_dm2() const { return nd_; }
   std::int64_t n_points() const { return static_cast<std::int64_t>(nu_) * nd_; }
   int n_bins() const { return n_bins_; }
   int n_experiments() const { return static_cast<int>(ex_.size()); }
   bool linear_only() const { return n_general_ == 0 && n_norm_ == 0; }
+  int toy_width() const { return k_total_; }
   std::vector<int> dims() const {
     std::vector<int> d;
     for (const auto& e : ex_) d.push_back(e.norm ? e.kw : e.k);
@@ -734,14 +730,19 @@ class Chi2Kernel {
     return d;
   }
 
+  const Chi2Experiment& experiment(int i) const {
+    if (!(i >= 0 && i < static_cast<int>(ex_.size())))
+      throw std::invalid_argument("experiment index out of range: " + std::to_string(i));
+    return ex_[i];
+  }
+
   // Experiment with k_norm multiplicative normalisation groups (see chi2.hpp): Aw (kw, n) is the
   // projection at the null expectation (whiten() only), Ci = C^+ (n, n), groups (n) in 0..kn-1,
   // prior = 1/sigma^2 (0: free), Lfac (n_points, kn(kn+1)/2) the packed L_p^-1, and either the
   // deficits D (n_dm2, n) (linear) or the expectations mu_grid (n_points, n) (general).
-  int add_norm(const std::string& name, const carray<double>& Aw, const carray<double>& N0, const carray<double>& Ci,
-               const carray<std::int64_t>& groups, double prior, const carray<double>& Lfac, bool linear,
-               const carray<double>& table) {
-    Chi2Experiment e = base_experiment(name, Aw, N0);
+  int add_norm(const std::string& name, const double* Aw, int kw, const double* N0, int n_bins, const double* Ci,
+               const std::int64_t* groups, double prior, const double* Lfac, bool linear, const double* table) {
+    Chi2Experiment e = base_experiment(name, Aw, kw, N0, n_bins);
     e.Aw = std::move(e.A);
     e.A.clear();
     e.kw = e.k;
@@ -749,59 +750,35 @@ class Chi2Kernel {
     e.norm = true;
     e.linear = linear;
     const int n = e.n;
-    require_ndim(Ci, 2, (name + " C^+").c_str());
-    require(Ci.shape(0) == n && Ci.shape(1) == n, name + ": C^+ must be n_bins x n_bins");
-    require_finite(Ci, (name + " C^+").c_str());
-    require_ndim(groups, 1, (name + " norm_groups").c_str());
-    require(groups.shape(0) == n, name + ": norm_groups must have n_bins entries");
-    require(std::isfinite(prior) && prior >= 0.0, name + ": prior (1/sigma^2) must be finite and >= 0");
     int kn = 0;
     e.gid.resize(n);
     for (int i = 0; i < n; ++i) {
-      const std::int64_t g = groups.data()[i];
-      require(g >= 0, name + ": every bin must belong to a normalisation group");
+      const std::int64_t g = groups[i];
       e.gid[i] = static_cast<int>(g);
       kn = std::max(kn, static_cast<int>(g) + 1);
     }
     e.kn = kn;
     e.prior = prior;
-    e.Ci = copy_vec(Ci);
+    e.Ci = copy_vec(Ci, static_cast<idx>(n) * n);
     const idx kk = static_cast<idx>(kn) * (kn + 1) / 2;
-    require_ndim(Lfac, 2, (name + " normalisation factors").c_str());
-    require(Lfac.shape(0) == n_points() && static_cast<idx>(Lfac.shape(1)) == kk,
-            name + ": normalisation factors must have shape (n_points, kn(kn+1)/2) = " +
-                shape_str(n_points(), static_cast<py::ssize_t>(kk)));
-    require_finite(Lfac, (name + " normalisation factors").c_str());
-    e.Lfac = copy_vec(Lfac);
-    require_ndim(table, 2, (name + (linear ? " deficit D(dm2)" : " expectation grid")).c_str());
+    e.Lfac = copy_vec(Lfac, static_cast<idx>(n_points()) * kk);
     if (linear) {
-      require(table.shape(0) == nd_ && table.shape(1) == n, name + ": deficit D(dm2) must have shape (n_dm2, n_bins)");
-      require_finite(table, (name + " deficit D(dm2)").c_str());
-      e.Draw = copy_vec(table);
+      e.Draw = copy_vec(table, static_cast<idx>(nd_) * n);
       build_centred(e);
       build_interleaved(e);
     } else {
-      require(table.shape(0) == n_points() && table.shape(1) == n,
-              name + ": expectation grid must have shape (n_points, n_bins)");
-      require_finite(table, (name + " expectation grid").c_str());
-      e.mug = copy_vec(table);
+      e.mug = copy_vec(table, static_cast<idx>(n_points()) * n);
     }
     ++n_norm_;
     return push(std::move(e));
   }
 
-  int add_linear(const std::string& name, const carray<double>& A, const carray<double>& N0,
-                 const carray<double>& D) {
-    Chi2Experiment e = base_experiment(name, A, N0);
-    require_ndim(D, 2, (name + " deficit D(dm2)").c_str());
-    require(D.shape(0) == nd_ && D.shape(1) == e.n, name + ": deficit D(dm2) must have shape (n_dm2, n_bins) = " +
-                                                         shape_str(nd_, e.n) + ", got " +
-                                                         shape_str(D.shape(0), D.shape(1)));
-    require_finite(D, (name + " deficit D(dm2)").c_str());
+  int add_linear(const std::string& name, const double* A, int k, const double* N0, int n_bins, const double* D) {
+    Chi2Experiment e = base_experiment(name, A, k, N0, n_bins);
     e.linear = true;
     e.d.assign(static_cast<idx>(nd_) * e.k, 0.0);
     e.dn.assign(nd_, 0.0);
-    const double* Dp = D.data();
+    const double* Dp = D;
     for (int j = 0; j < nd_; ++j) {
       matvec(e.A.data(), Dp + static_cast<idx>(j) * e.n, e.k, e.n, e.d.data() + static_cast<idx>(j) * e.k);
       double s = 0.0;
@@ -813,38 +790,26 @@ class Chi2Kernel {
     return push(std::move(e));
   }
 
-  int add_general(const std::string& name, const carray<double>& A, const carray<double>& N0,
-                  const carray<double>& mu_grid) {
-    Chi2Experiment e = base_experiment(name, A, N0);
-    require_ndim(mu_grid, 2, (name + " expectation grid").c_str());
-    require(mu_grid.shape(0) == n_points() && mu_grid.shape(1) == e.n,
-            name + ": expectation grid must have shape (n_points, n_bins) = " + shape_str(n_points(), e.n) +
-                ", got " + shape_str(mu_grid.shape(0), mu_grid.shape(1)));
-    require_finite(mu_grid, (name + " expectation grid").c_str());
+  int add_general(const std::string& name, const double* A, int k, const double* N0, int n_bins,
+                  const double* mu_grid) {
+    Chi2Experiment e = base_experiment(name, A, k, N0, n_bins);
     e.linear = false;
     const std::int64_t np_ = n_points();
     e.m.assign(static_cast<idx>(np_) * e.k, 0.0);
     std::vector<double> y(e.n);
     for (std::int64_t p = 0; p < np_; ++p)
-      whiten_one(e, mu_grid.data() + static_cast<idx>(p) * e.n, y.data(), e.m.data() + static_cast<idx>(p) * e.k);
+      whiten_one(e, mu_grid + static_cast<idx>(p) * e.n, y.data(), e.m.data() + static_cast<idx>(p) * e.k);
     ++n_general_;
     return push(std::move(e));
   }
 
-  void set_gaussian_generator(int i, std::uint64_t stream, const carray<double>& Ft, double norm_sigma) {
+  void set_gaussian_generator(int i, std::uint64_t stream, const double* Ft, int kg, double norm_sigma) {
     Chi2Experiment& e = at(i);
-    require(std::isfinite(norm_sigma) && norm_sigma >= 0.0, e.name + ": norm_sigma must be finite and >= 0");
-    require(norm_sigma == 0.0 || e.norm, e.name + ": norm_sigma > 0 needs normalisation groups");
-    require_ndim(Ft, 2, (e.name + " generation factor_t").c_str());
-    require(Ft.shape(1) == e.n && Ft.shape(0) >= 1,
-            e.name + ": generation factor_t must have shape (k, n_bins) with n_bins = " + std::to_string(e.n) +
-                ", got " + shape_str(Ft.shape(0), Ft.shape(1)));
-    require_finite(Ft, (e.name + " generation factor_t").c_str());
     e.gen = Chi2Generator::gaussian;
     e.stream = stream;
-    e.kg = static_cast<int>(Ft.shape(0));
+    e.kg = kg;
     e.gen_sigma = norm_sigma;
-    const double* F = Ft.data();
+    const double* F = Ft;
     if (e.norm) {  // toys formed as data vectors x = mu (1 + sigma E w) + F z, then scanned as data
       e.Fm.assign(static_cast<idx>(e.n) * e.kg, 0.0);
       for (int g = 0; g < e.kg; ++g)
@@ -875,52 +840,37 @@ class Chi2Kernel {
     e.J.clear(), e.Lp.clear(), e.lo.clear(), e.sigma.clear();
   }
 
-  void set_pull_generator(int i, std::uint64_t stream, const carray<double>& J, const carray<double>& Lp,
-                          const carray<double>& lo, const carray<double>& sigma) {
+  void set_pull_generator(int i, std::uint64_t stream, const double* J, int n_pulls, const double* Lp,
+                          const double* lo, const double* sigma) {
     Chi2Experiment& e = at(i);
-    require_ndim(J, 2, (e.name + " pull_jacobian").c_str());
-    require_ndim(Lp, 2, (e.name + " pull_factor").c_str());
-    require_ndim(lo, 1, (e.name + " pull_lower").c_str());
-    require_ndim(sigma, 1, (e.name + " stat_sigma").c_str());
-    const py::ssize_t p = J.shape(1);
-    require(J.shape(0) == e.n, e.name + ": pull_jacobian must have shape (n_bins, n_pulls) with n_bins = " +
-                                   std::to_string(e.n));
-    require(Lp.shape(0) == p && Lp.shape(1) == p,
-            e.name + ": pull_factor must have shape (n_pulls, n_pulls) = " + shape_str(p, p));
-    require(lo.shape(0) == p, e.name + ": pull_lower must have n_pulls = " + std::to_string(p) + " entries");
-    require(sigma.shape(0) == e.n, e.name + ": stat_sigma must have n_bins = " + std::to_string(e.n) + " entries");
-    require_finite(J, (e.name + " pull_jacobian").c_str());
-    require_finite(Lp, (e.name + " pull_factor").c_str());
-    require_finite(sigma, (e.name + " stat_sigma").c_str());
-    for (py::ssize_t q = 0; q < p; ++q)
-      require(!std::isnan(lo.data()[q]), e.name + ": pull_lower must not be NaN (use -inf for no bound)");
-    for (py::ssize_t b = 0; b < e.n; ++b) require(sigma.data()[b] >= 0, e.name + ": stat_sigma must be >= 0");
-    require(!e.norm, e.name + ": a pull generator cannot serve an experiment with normalisation groups");
+    const idx p = n_pulls;
     e.gen = Chi2Generator::pulls;
     e.stream = stream;
-    e.np = static_cast<int>(p);
-    e.J = copy_vec(J);
-    e.Lp = copy_vec(Lp);
-    e.lo = copy_vec(lo);
-    e.sigma = copy_vec(sigma);
+    e.np = n_pulls;
+    e.J = copy_vec(J, static_cast<idx>(e.n) * p);
+    e.Lp = copy_vec(Lp, p * p);
+    e.lo = copy_vec(lo, p);
+    e.sigma = copy_vec(sigma, e.n);
     e.M.clear(), e.G.clear();
     e.kg = 0;
   }
 
   // ---- whitening of data vectors (for tests and the Python layer) --------------------
 
-  py::array_t<double> whiten(const carray<double>& x) const {
-    const auto xs = check_data(x);
+  int whiten_width() const {
     int width = 0;
     for (const auto& e : ex_) width += e.norm ? e.kw : e.k;
-    py::array_t<double> out({xs.first, static_cast<py::ssize_t>(width)});
-    double* o = out.mutable_data();
+    return width;
+  }
+
+  void whiten(const double* x, sidx nx, double* o) const {
+    const int width = whiten_width();
     std::vector<double> y(max_n_);
-    for (py::ssize_t i = 0; i < xs.first; ++i) {
+    for (sidx i = 0; i < nx; ++i) {
       int off = 0;
       for (const auto& e : ex_) {
         double* oi = o + i * width + off;
-        const double* xi = x.data() + i * n_bins_ + e.offset;
+        const double* xi = x + i * n_bins_ + e.offset;
         if (e.norm) {  // Aw (x - N0): the projection at the null expectation
           for (int b = 0; b < e.n; ++b) y[b] = xi[b] - e.N0[b];
           matvec(e.Aw.data(), y.data(), e.kw, e.n, oi);
@@ -931,145 +881,103 @@ class Chi2Kernel {
         }
       }
     }
-    return out;
   }
 
   // ---- chi2 scan ---------------------------------------------------------------------
 
-  py::tuple scan(const carray<double>& x, std::optional<int> threads) const {
-    require(!ex_.empty(), "the chi2 kernel has no experiments");
-    const auto xs = check_data(x);
-    const py::ssize_t nx = xs.first;
-    const int nt = static_cast<int>(std::min<py::ssize_t>(resolve_threads(threads), std::max<py::ssize_t>(nx, 1)));
+  void scan(const double* xp, sidx nx, int threads, double* c, double* mn, std::int64_t* am) const {
+    const int nt = static_cast<int>(std::min<sidx>(threads, std::max<sidx>(nx, 1)));
     const std::int64_t np_ = n_points();
-    py::array_t<double> chi2({nx, static_cast<py::ssize_t>(np_)});
-    py::array_t<double> mins(nx);
-    py::array_t<std::int64_t> argmin(nx);
-    double* c = chi2.mutable_data();
-    double* mn = mins.mutable_data();
-    std::int64_t* am = argmin.mutable_data();
-    const double* xp = x.data();
     ExceptionCapture ex;
-    {
-      py::gil_scoped_release nogil;
 #pragma omp parallel num_threads(nt)
-      {
-        std::vector<double> y(max_n_), r(std::max(k_total_, 1)), g(nd_), gsum(nd_);
-        NormScan ns(*this);
+    {
+      std::vector<double> y(max_n_), r(std::max(k_total_, 1)), g(nd_), gsum(nd_);
+      NormScan ns(*this);
 #pragma omp for schedule(static)
-        for (py::ssize_t i = 0; i < nx; ++i) {
-          ex.run([&] {
-            scan_one(xp + i * n_bins_, y.data(), r.data(), g.data(), gsum.data(), ns, c + i * np_, mn[i], am[i]);
-          });
-        }
+      for (sidx i = 0; i < nx; ++i) {
+        ex.run([&] {
+          scan_one(xp + i * n_bins_, y.data(), r.data(), g.data(), gsum.data(), ns, c + i * np_, mn[i], am[i]);
+        });
       }
     }
     ex.rethrow();
-    return py::make_tuple(chi2, mins, argmin);
   }
 
   // ---- Feldman-Cousins toys ----------------------------------------------------------
 
-  py::object fc_toys(const carray<std::int64_t>& point_ids, const py::list& mu, py::ssize_t n_toys, std::uint64_t seed,
-                     std::int64_t toy_offset, bool return_best, std::optional<int> threads) const {
-    auto mus = check_toy_args(point_ids, mu, n_toys, toy_offset);
-    const int nt = resolve_threads(threads);
-    const py::ssize_t npt = point_ids.shape(0);
-    py::array_t<double> delta({npt, n_toys});
-    py::array_t<std::int64_t> best;
-    if (return_best) best = py::array_t<std::int64_t>({npt, n_toys});
-    double* dp = delta.mutable_data();
-    std::int64_t* bp = return_best ? best.mutable_data() : nullptr;
-    const std::int64_t* pid = point_ids.data();
-    std::vector<const double*> mup;
-    for (const auto& a : mus) mup.push_back(a.data());
-    const py::ssize_t blocks = (n_toys + TOY_BLOCK - 1) / TOY_BLOCK;
+  void fc_toys(const std::int64_t* pid, sidx npt, const double* const* mu, sidx n_toys, std::uint64_t seed,
+               std::int64_t toy_offset, int nt, double* dp, std::int64_t* bp) const {
+    const std::vector<const double*> mup(mu, mu + ex_.size());
+    const sidx blocks = (n_toys + TOY_BLOCK - 1) / TOY_BLOCK;
     const long long tasks = static_cast<long long>(npt) * blocks;
     const int nt_used = static_cast<int>(std::min<long long>(nt, tasks));
     ExceptionCapture ex;
-    {
-      py::gil_scoped_release nogil;
 #pragma omp parallel num_threads(nt_used)
-      {
-        ToyScratch s(*this);
-        long long last_point = -1;
+    {
+      ToyScratch s(*this);
+      long long last_point = -1;
 #pragma omp for schedule(dynamic, 1)
-        for (long long t = 0; t < tasks; ++t) {
-          ex.run([&] {
-            const long long i = t / blocks;
-            const py::ssize_t b = t % blocks;
-            if (i != last_point) {
-              prepare_point(s, mup, i);
-              last_point = i;
+      for (long long t = 0; t < tasks; ++t) {
+        ex.run([&] {
+          const long long i = t / blocks;
+          const sidx b = t % blocks;
+          if (i != last_point) {
+            prepare_point(s, mup, i);
+            last_point = i;
+          }
+          const sidx t0 = b * TOY_BLOCK, t1 = std::min<sidx>(n_toys, t0 + TOY_BLOCK);
+          for (sidx q = t0; q < t1; q += LANES) {
+            std::uint64_t real[LANES];
+            for (int l = 0; l < LANES; ++l)
+              real[l] = static_cast<std::uint64_t>(toy_offset + std::min<sidx>(q + l, t1 - 1));
+            double dl[LANES];
+            std::int64_t bl[LANES];
+            toy_lanes(s, mup, i, static_cast<std::uint64_t>(pid[i]), real, seed, dl, bl);
+            for (int l = 0; l < LANES && q + l < t1; ++l) {
+              dp[i * n_toys + q + l] = dl[l];
+              if (bp) bp[i * n_toys + q + l] = bl[l];
             }
-            const py::ssize_t t0 = b * TOY_BLOCK, t1 = std::min<py::ssize_t>(n_toys, t0 + TOY_BLOCK);
-            for (py::ssize_t q = t0; q < t1; q += LANES) {
-              std::uint64_t real[LANES];
-              for (int l = 0; l < LANES; ++l)
-                real[l] = static_cast<std::uint64_t>(toy_offset + std::min<py::ssize_t>(q + l, t1 - 1));
-              double dl[LANES];
-              std::int64_t bl[LANES];
-              toy_lanes(s, mup, i, static_cast<std::uint64_t>(pid[i]), real, seed, dl, bl);
-              for (int l = 0; l < LANES && q + l < t1; ++l) {
-                dp[i * n_toys + q + l] = dl[l];
-                if (bp) bp[i * n_toys + q + l] = bl[l];
-              }
-            }
-          });
-        }
+          }
+        });
       }
     }
     ex.rethrow();
-    if (return_best) return py::make_tuple(delta, best);
-    return delta;
   }
 
   // The whitened, nuisance-projected toys r (n_points, n_toys, sum_e k_e) exactly as the
   // FC loop forms them (gaussian: c + M z; pulls: A (x - N0) of pull_realization's x).
-  py::array_t<double> whitened_toys(const carray<std::int64_t>& point_ids, const py::list& mu, py::ssize_t n_toys,
-                                    std::uint64_t seed, std::int64_t toy_offset, std::optional<int> threads) const {
-    auto mus = check_toy_args(point_ids, mu, n_toys, toy_offset);
-    const int nt = resolve_threads(threads);
-    const py::ssize_t npt = point_ids.shape(0);
-    py::array_t<double> out({npt, n_toys, static_cast<py::ssize_t>(k_total_)});
-    const int nt_used = static_cast<int>(std::min<py::ssize_t>(nt, std::max<py::ssize_t>(npt, 1)));
-    double* o = out.mutable_data();
-    std::vector<const double*> mup;
-    for (const auto& a : mus) mup.push_back(a.data());
-    const std::int64_t* pid = point_ids.data();
+  void whitened_toys(const std::int64_t* pid, sidx npt, const double* const* mu, sidx n_toys, std::uint64_t seed,
+                     std::int64_t toy_offset, int nt, double* o) const {
+    const int nt_used = static_cast<int>(std::min<sidx>(nt, std::max<sidx>(npt, 1)));
+    const std::vector<const double*> mup(mu, mu + ex_.size());
     ExceptionCapture ex;
-    {
-      py::gil_scoped_release nogil;
 #pragma omp parallel num_threads(nt_used)
-      {
-        ToyScratch s(*this);
+    {
+      ToyScratch s(*this);
 #pragma omp for schedule(static)
-        for (py::ssize_t i = 0; i < npt; ++i) {
-          ex.run([&] {
-            prepare_point(s, mup, i);
-            for (py::ssize_t q = 0; q < n_toys; q += LANES) {
-              std::uint64_t real[LANES];
-              for (int l = 0; l < LANES; ++l)
-                real[l] = static_cast<std::uint64_t>(toy_offset + std::min<py::ssize_t>(q + l, n_toys - 1));
-              int off = 0;
-              for (std::size_t e = 0; e < ex_.size(); ++e) {
-                const Chi2Experiment& E = ex_[e];
-                double* rl = s.rl[e].data();
-                residual_lanes(s, E, e, mup[e] + i * E.n, static_cast<std::uint64_t>(pid[i]), real, seed, rl);
-                for (int l = 0; l < LANES && q + l < n_toys; ++l)
-                  for (int a = 0; a < E.k; ++a)
-                    o[(i * n_toys + q + l) * k_total_ + off + a] = rl[static_cast<idx>(a) * LANES + l];
-                off += E.k;
-              }
+      for (sidx i = 0; i < npt; ++i) {
+        ex.run([&] {
+          prepare_point(s, mup, i);
+          for (sidx q = 0; q < n_toys; q += LANES) {
+            std::uint64_t real[LANES];
+            for (int l = 0; l < LANES; ++l)
+              real[l] = static_cast<std::uint64_t>(toy_offset + std::min<sidx>(q + l, n_toys - 1));
+            int off = 0;
+            for (std::size_t e = 0; e < ex_.size(); ++e) {
+              const Chi2Experiment& E = ex_[e];
+              double* rl = s.rl[e].data();
+              residual_lanes(s, E, e, mup[e] + i * E.n, static_cast<std::uint64_t>(pid[i]), real, seed, rl);
+              for (int l = 0; l < LANES && q + l < n_toys; ++l)
+                for (int a = 0; a < E.k; ++a)
+                  o[(i * n_toys + q + l) * k_total_ + off + a] = rl[static_cast<idx>(a) * LANES + l];
+              off += E.k;
             }
-          });
-        }
+          }
+        });
       }
     }
     ex.rethrow();
-    return out;
   }
-
  private:
   struct ToyScratch {
     std::vector<std::vector<double>> c, h, rl;  // per experiment: c (k), h (n_dm2), r lanes (k x LANES)
@@ -1086,7 +994,7 @@ class Chi2Kernel {
     // the non-linear experiments for general_lanes: residual lanes, expectations m(p), widths k
     std::vector<const double*> grl, gm;
     std::vector<int> gk;
-    explicit ToyScratch(const Chi2Kernel& K) {
+    explicit ToyScratch(const Chi2Core& K) {
       int kg_max = 1, n_max = 1, k_max = 1, p_max = 0, kn_max = 1;
       for (const auto& e : K.ex_) {
         const int kn = std::max(1, e.kn);
@@ -1160,21 +1068,13 @@ class Chi2Kernel {
   bool prune_ = true;    // FC toys: skip grid points whose lower bound exceeds the running minimum
   mutable std::atomic<std::int64_t> n_eval_{0}, n_scan_{0};  // pruning: points computed / scanned
 
-  Chi2Experiment base_experiment(const std::string& name, const carray<double>& A, const carray<double>& N0) const {
-    require_ndim(A, 2, (name + " whitening-projection A").c_str());
-    require_ndim(N0, 1, (name + " null expectation").c_str());
-    require(N0.shape(0) >= 1, name + ": null expectation must not be empty");
-    require(A.shape(1) == N0.shape(0), name + ": whitening-projection A must have shape (k, n_bins) with n_bins = " +
-                                           std::to_string(N0.shape(0)) + ", got " +
-                                           shape_str(A.shape(0), A.shape(1)));
-    require_finite(A, (name + " whitening-projection A").c_str());
-    require_finite(N0, (name + " null expectation").c_str());
+  Chi2Experiment base_experiment(const std::string& name, const double* A, int k, const double* N0, int n) const {
     Chi2Experiment e;
     e.name = name;
-    e.n = static_cast<int>(N0.shape(0));
-    e.k = static_cast<int>(A.shape(0));
-    e.A = copy_vec(A);
-    e.N0 = copy_vec(N0);
+    e.n = n;
+    e.k = k;
+    e.A = copy_vec(A, static_cast<idx>(k) * n);
+    e.N0 = copy_vec(N0, n);
     return e;
   }
 
@@ -1187,49 +1087,7 @@ class Chi2Kernel {
     return static_cast<int>(ex_.size()) - 1;
   }
 
-  Chi2Experiment& at(int i) {
-    require(i >= 0 && i < static_cast<int>(ex_.size()), "experiment index out of range: " + std::to_string(i));
-    return ex_[i];
-  }
-
-  std::pair<py::ssize_t, py::ssize_t> check_data(const carray<double>& x) const {
-    require_ndim(x, 2, "x (data vectors)");
-    require(x.shape(1) == n_bins_, "x (data vectors) must have " + std::to_string(n_bins_) +
-                                       " bins per row (all experiments concatenated), got " +
-                                       std::to_string(x.shape(1)));
-    require_finite(x, "x (data vectors)");
-    return {x.shape(0), x.shape(1)};
-  }
-
-  std::vector<carray<double>> check_toy_args(const carray<std::int64_t>& point_ids, const py::list& mu,
-                                             py::ssize_t n_toys, std::int64_t toy_offset) const {
-    require(!ex_.empty(), "the chi2 kernel has no experiments");
-    require_ndim(point_ids, 1, "point_ids");
-    require(n_toys >= 1, "n_toys must be >= 1, got " + std::to_string(n_toys));
-    require(toy_offset >= 0, "toy_offset must be >= 0");
-    const py::ssize_t npt = point_ids.shape(0);
-    for (py::ssize_t i = 0; i < npt; ++i)
-      require(point_ids.data()[i] >= 0 && point_ids.data()[i] < n_points(),
-              "point_ids must lie in [0, n_points = " + std::to_string(n_points()) + "), got " +
-                  std::to_string(point_ids.data()[i]));
-    require(static_cast<py::ssize_t>(mu.size()) == static_cast<py::ssize_t>(ex_.size()),
-            "mu must be a list with one (n_points, n_bins) array per experiment (" + std::to_string(ex_.size()) +
-                "), got " + std::to_string(mu.size()));
-    std::vector<carray<double>> out;
-    for (std::size_t e = 0; e < ex_.size(); ++e) {
-      const Chi2Experiment& E = ex_[e];
-      require(E.gen != Chi2Generator::none, E.name + ": no toy generator set");
-      auto a = mu[e].cast<carray<double>>();
-      const std::string nm = E.name + " expectation at the true points";
-      require_ndim(a, 2, nm.c_str());
-      require(a.shape(0) == npt && a.shape(1) == E.n, nm + " must have shape " + shape_str(npt, E.n) + ", got " +
-                                                          shape_str(a.shape(0), a.shape(1)));
-      require_finite(a, nm.c_str());
-      out.push_back(std::move(a));
-    }
-    return out;
-  }
-
+  Chi2Experiment& at(int i) { return const_cast<Chi2Experiment&>(experiment(i)); }
   // The centred form of a linear norm experiment: with mu = N0 - s2 D_j,
   // G'(p) = G0 - s2 H_j + s2^2 G11_j, G0 = E^T diag(N0) C^+ diag(N0) E + prior I,
   // H_j = G01_j + G01_j^T, G01_j = E^T diag(N0) C^+ diag(D_j) E, G11_j = E^T diag(D_j) C^+ diag(D_j) E.
@@ -1355,7 +1213,7 @@ class Chi2Kernel {
   struct NormScan {  // per-thread scratch of the scan for the norm experiments
     std::vector<std::vector<double>> y, b0, b1, bt;
     std::vector<double> q;
-    explicit NormScan(const Chi2Kernel& K) {
+    explicit NormScan(const Chi2Core& K) {
       for (const auto& e : K.ex_) {
         const int kn = std::max(1, e.kn);
         y.emplace_back(e.norm ? e.n : 1);
@@ -1633,29 +1491,337 @@ class Chi2Kernel {
 
 }  // namespace
 
+// ---- Chi2Kernel: the public C++ API (chi2.hpp) over Chi2Core ----------------------------
+
+struct Chi2Kernel::Impl : Chi2Core {
+  using Chi2Core::Chi2Core;
+};
+
+Chi2Kernel::Chi2Kernel(const double* s2, int n_ue4, int n_dm2) : impl_(std::make_unique<Impl>(s2, n_ue4, n_dm2)) {}
+Chi2Kernel::~Chi2Kernel() = default;
+
+int Chi2Kernel::add_linear(const std::string& name, const double* A, int k, const double* N0, int n_bins,
+                           const double* D) {
+  return impl_->add_linear(name, A, k, N0, n_bins, D);
+}
+int Chi2Kernel::add_general(const std::string& name, const double* A, int k, const double* N0, int n_bins,
+                            const double* mu_grid) {
+  return impl_->add_general(name, A, k, N0, n_bins, mu_grid);
+}
+int Chi2Kernel::add_norm(const std::string& name, const double* Aw, int kw, const double* N0, int n_bins,
+                         const double* Ci, const std::int64_t* groups, double prior, const double* factors, bool linear,
+                         const double* table) {
+  return impl_->add_norm(name, Aw, kw, N0, n_bins, Ci, groups, prior, factors, linear, table);
+}
+void Chi2Kernel::set_gaussian_generator(int index, std::uint64_t stream, const double* factor_t, int kg,
+                                        double norm_sigma) {
+  impl_->set_gaussian_generator(index, stream, factor_t, kg, norm_sigma);
+}
+void Chi2Kernel::set_pull_generator(int index, std::uint64_t stream, const double* J, int n_pulls, const double* Lp,
+                                    const double* lo, const double* sigma) {
+  impl_->set_pull_generator(index, stream, J, n_pulls, Lp, lo, sigma);
+}
+void Chi2Kernel::set_prune_factors(int index, const double* K) { impl_->set_prune_factors(index, K); }
+
+bool Chi2Kernel::centred() const { return impl_->centred(); }
+void Chi2Kernel::set_centred(bool on) { impl_->set_centred(on); }
+bool Chi2Kernel::prune() const { return impl_->prune(); }
+void Chi2Kernel::set_prune(bool on) { impl_->set_prune(on); }
+std::pair<std::int64_t, std::int64_t> Chi2Kernel::prune_stats() const { return impl_->prune_stats(); }
+void Chi2Kernel::reset_prune_stats() { impl_->reset_prune_stats(); }
+
+int Chi2Kernel::n_ue4() const { return impl_->n_ue4(); }
+int Chi2Kernel::n_dm2() const { return impl_->n_dm2(); }
+std::int64_t Chi2Kernel::n_points() const { return impl_->n_points(); }
+int Chi2Kernel::n_bins() const { return impl_->n_bins(); }
+int Chi2Kernel::n_experiments() const { return impl_->n_experiments(); }
+bool Chi2Kernel::linear_only() const { return impl_->linear_only(); }
+std::vector<int> Chi2Kernel::dims() const { return impl_->dims(); }
+std::vector<bool> Chi2Kernel::linear() const { return impl_->linear(); }
+std::vector<std::string> Chi2Kernel::generators() const { return impl_->generators(); }
+std::vector<int> Chi2Kernel::norm_groups_count() const { return impl_->norm_groups_count(); }
+int Chi2Kernel::whiten_width() const { return impl_->whiten_width(); }
+int Chi2Kernel::toy_width() const { return impl_->toy_width(); }
+const Chi2Experiment& Chi2Kernel::experiment(int index) const { return impl_->experiment(index); }
+
+void Chi2Kernel::whiten(const double* x, std::ptrdiff_t n_data, double* out) const { impl_->whiten(x, n_data, out); }
+void Chi2Kernel::scan(const double* x, std::ptrdiff_t n_data, int nt, double* chi2, double* min,
+                      std::int64_t* argmin) const {
+  impl_->scan(x, n_data, nt, chi2, min, argmin);
+}
+void Chi2Kernel::fc_toys(const std::int64_t* point_ids, std::ptrdiff_t n, const double* const* mu,
+                         std::ptrdiff_t n_toys, std::uint64_t seed, std::int64_t toy_offset, int nt, double* delta,
+                         std::int64_t* best) const {
+  impl_->fc_toys(point_ids, n, mu, n_toys, seed, toy_offset, nt, delta, best);
+}
+void Chi2Kernel::whitened_toys(const std::int64_t* point_ids, std::ptrdiff_t n, const double* const* mu,
+                               std::ptrdiff_t n_toys, std::uint64_t seed, std::int64_t toy_offset, int nt,
+                               double* out) const {
+  impl_->whitened_toys(point_ids, n, mu, n_toys, seed, toy_offset, nt, out);
+}
+
+// ---- Python binding: argument checks (ValueError naming the argument), conversions, GIL ----
+
+namespace {
+
+// A (k, n_bins) and N0 (n_bins) of a new experiment.
+void check_experiment(const std::string& name, const carray<double>& A, const carray<double>& N0) {
+  require_ndim(A, 2, (name + " whitening-projection A").c_str());
+  require_ndim(N0, 1, (name + " null expectation").c_str());
+  require(N0.shape(0) >= 1, name + ": null expectation must not be empty");
+  require(A.shape(1) == N0.shape(0), name + ": whitening-projection A must have shape (k, n_bins) with n_bins = " +
+                                         std::to_string(N0.shape(0)) + ", got " + shape_str(A.shape(0), A.shape(1)));
+  require_finite(A, (name + " whitening-projection A").c_str());
+  require_finite(N0, (name + " null expectation").c_str());
+}
+
+std::unique_ptr<Chi2Kernel> make_kernel(const carray<double>& s2, int n_dm2) {
+  require_ndim(s2, 1, "s2 (sin^2(2 theta) grid)");
+  require(s2.shape(0) >= 1, "s2 (sin^2(2 theta) grid) must not be empty");
+  require(n_dm2 >= 1, "n_dm2 must be >= 1, got " + std::to_string(n_dm2));
+  require_finite(s2, "s2 (sin^2(2 theta) grid)");
+  for (py::ssize_t i = 0; i < s2.shape(0); ++i) require(s2.data()[i] >= 0.0, "s2 (sin^2(2 theta) grid) must be >= 0");
+  return std::make_unique<Chi2Kernel>(s2.data(), static_cast<int>(s2.shape(0)), n_dm2);
+}
+
+int add_linear(Chi2Kernel& k, const std::string& name, const carray<double>& A, const carray<double>& N0,
+               const carray<double>& D) {
+  check_experiment(name, A, N0);
+  const py::ssize_t n = N0.shape(0);
+  require_ndim(D, 2, (name + " deficit D(dm2)").c_str());
+  require(D.shape(0) == k.n_dm2() && D.shape(1) == n, name + ": deficit D(dm2) must have shape (n_dm2, n_bins) = " +
+                                                            shape_str(k.n_dm2(), n) + ", got " +
+                                                            shape_str(D.shape(0), D.shape(1)));
+  require_finite(D, (name + " deficit D(dm2)").c_str());
+  return k.add_linear(name, A.data(), static_cast<int>(A.shape(0)), N0.data(), static_cast<int>(n), D.data());
+}
+
+int add_general(Chi2Kernel& k, const std::string& name, const carray<double>& A, const carray<double>& N0,
+                const carray<double>& mu_grid) {
+  check_experiment(name, A, N0);
+  const py::ssize_t n = N0.shape(0);
+  require_ndim(mu_grid, 2, (name + " expectation grid").c_str());
+  require(mu_grid.shape(0) == k.n_points() && mu_grid.shape(1) == n,
+          name + ": expectation grid must have shape (n_points, n_bins) = " + shape_str(k.n_points(), n) + ", got " +
+              shape_str(mu_grid.shape(0), mu_grid.shape(1)));
+  require_finite(mu_grid, (name + " expectation grid").c_str());
+  return k.add_general(name, A.data(), static_cast<int>(A.shape(0)), N0.data(), static_cast<int>(n), mu_grid.data());
+}
+
+int add_norm(Chi2Kernel& k, const std::string& name, const carray<double>& Aw, const carray<double>& N0,
+             const carray<double>& Ci, const carray<std::int64_t>& groups, double prior, const carray<double>& Lfac,
+             bool linear, const carray<double>& table) {
+  check_experiment(name, Aw, N0);
+  const py::ssize_t n = N0.shape(0);
+  require_ndim(Ci, 2, (name + " C^+").c_str());
+  require(Ci.shape(0) == n && Ci.shape(1) == n, name + ": C^+ must be n_bins x n_bins");
+  require_finite(Ci, (name + " C^+").c_str());
+  require_ndim(groups, 1, (name + " norm_groups").c_str());
+  require(groups.shape(0) == n, name + ": norm_groups must have n_bins entries");
+  require(std::isfinite(prior) && prior >= 0.0, name + ": prior (1/sigma^2) must be finite and >= 0");
+  int kn = 0;
+  for (py::ssize_t i = 0; i < n; ++i) {
+    const std::int64_t g = groups.data()[i];
+    require(g >= 0, name + ": every bin must belong to a normalisation group");
+    kn = std::max(kn, static_cast<int>(g) + 1);
+  }
+  const py::ssize_t kk = static_cast<py::ssize_t>(kn) * (kn + 1) / 2;
+  require_ndim(Lfac, 2, (name + " normalisation factors").c_str());
+  require(Lfac.shape(0) == k.n_points() && Lfac.shape(1) == kk,
+          name + ": normalisation factors must have shape (n_points, kn(kn+1)/2) = " + shape_str(k.n_points(), kk));
+  require_finite(Lfac, (name + " normalisation factors").c_str());
+  require_ndim(table, 2, (name + (linear ? " deficit D(dm2)" : " expectation grid")).c_str());
+  if (linear) {
+    require(table.shape(0) == k.n_dm2() && table.shape(1) == n,
+            name + ": deficit D(dm2) must have shape (n_dm2, n_bins)");
+    require_finite(table, (name + " deficit D(dm2)").c_str());
+  } else {
+    require(table.shape(0) == k.n_points() && table.shape(1) == n,
+            name + ": expectation grid must have shape (n_points, n_bins)");
+    require_finite(table, (name + " expectation grid").c_str());
+  }
+  return k.add_norm(name, Aw.data(), static_cast<int>(Aw.shape(0)), N0.data(), static_cast<int>(n), Ci.data(),
+                    groups.data(), prior, Lfac.data(), linear, table.data());
+}
+
+void set_gaussian_generator(Chi2Kernel& k, int i, std::uint64_t stream, const carray<double>& Ft,
+                            double norm_sigma) {
+  const Chi2Experiment& e = k.experiment(i);
+  require(std::isfinite(norm_sigma) && norm_sigma >= 0.0, e.name + ": norm_sigma must be finite and >= 0");
+  require(norm_sigma == 0.0 || e.norm, e.name + ": norm_sigma > 0 needs normalisation groups");
+  require_ndim(Ft, 2, (e.name + " generation factor_t").c_str());
+  require(Ft.shape(1) == e.n && Ft.shape(0) >= 1,
+          e.name + ": generation factor_t must have shape (k, n_bins) with n_bins = " + std::to_string(e.n) +
+              ", got " + shape_str(Ft.shape(0), Ft.shape(1)));
+  require_finite(Ft, (e.name + " generation factor_t").c_str());
+  k.set_gaussian_generator(i, stream, Ft.data(), static_cast<int>(Ft.shape(0)), norm_sigma);
+}
+
+void set_pull_generator(Chi2Kernel& k, int i, std::uint64_t stream, const carray<double>& J,
+                        const carray<double>& Lp, const carray<double>& lo, const carray<double>& sigma) {
+  const Chi2Experiment& e = k.experiment(i);
+  require_ndim(J, 2, (e.name + " pull_jacobian").c_str());
+  require_ndim(Lp, 2, (e.name + " pull_factor").c_str());
+  require_ndim(lo, 1, (e.name + " pull_lower").c_str());
+  require_ndim(sigma, 1, (e.name + " stat_sigma").c_str());
+  const py::ssize_t p = J.shape(1);
+  require(J.shape(0) == e.n,
+          e.name + ": pull_jacobian must have shape (n_bins, n_pulls) with n_bins = " + std::to_string(e.n));
+  require(Lp.shape(0) == p && Lp.shape(1) == p,
+          e.name + ": pull_factor must have shape (n_pulls, n_pulls) = " + shape_str(p, p));
+  require(lo.shape(0) == p, e.name + ": pull_lower must have n_pulls = " + std::to_string(p) + " entries");
+  require(sigma.shape(0) == e.n, e.name + ": stat_sigma must have n_bins = " + std::to_string(e.n) + " entries");
+  require_finite(J, (e.name + " pull_jacobian").c_str());
+  require_finite(Lp, (e.name + " pull_factor").c_str());
+  require_finite(sigma, (e.name + " stat_sigma").c_str());
+  for (py::ssize_t q = 0; q < p; ++q)
+    require(!std::isnan(lo.data()[q]), e.name + ": pull_lower must not be NaN (use -inf for no bound)");
+  for (py::ssize_t b = 0; b < e.n; ++b) require(sigma.data()[b] >= 0, e.name + ": stat_sigma must be >= 0");
+  require(!e.norm, e.name + ": a pull generator cannot serve an experiment with normalisation groups");
+  k.set_pull_generator(i, stream, J.data(), static_cast<int>(p), Lp.data(), lo.data(), sigma.data());
+}
+
+void set_prune_factors(Chi2Kernel& k, int i, const carray<double>& K) {
+  const Chi2Experiment& e = k.experiment(i);
+  require(e.norm && e.linear, e.name + ": prune factors need a linear experiment with normalisation groups");
+  require_ndim(K, 1, (e.name + " prune factors").c_str());
+  require(K.shape(0) == k.n_points(), e.name + ": prune factors must have n_points entries");
+  for (py::ssize_t p = 0; p < K.shape(0); ++p)
+    require(std::isfinite(K.data()[p]) && K.data()[p] >= 0.0, e.name + ": prune factors must be finite and >= 0");
+  k.set_prune_factors(i, K.data());
+}
+
+// x (n_data, n_bins): the number of data vectors.
+py::ssize_t check_data(const Chi2Kernel& k, const carray<double>& x) {
+  require_ndim(x, 2, "x (data vectors)");
+  require(x.shape(1) == k.n_bins(), "x (data vectors) must have " + std::to_string(k.n_bins()) +
+                                        " bins per row (all experiments concatenated), got " +
+                                        std::to_string(x.shape(1)));
+  require_finite(x, "x (data vectors)");
+  return x.shape(0);
+}
+
+py::array_t<double> whiten(const Chi2Kernel& k, const carray<double>& x) {
+  const py::ssize_t nx = check_data(k, x);
+  py::array_t<double> out({nx, static_cast<py::ssize_t>(k.whiten_width())});
+  k.whiten(x.data(), nx, out.mutable_data());
+  return out;
+}
+
+py::tuple chi2_scan(const Chi2Kernel& k, const carray<double>& x, std::optional<int> threads) {
+  require(k.n_experiments() > 0, "the chi2 kernel has no experiments");
+  const py::ssize_t nx = check_data(k, x);
+  const int nt = resolve_threads(threads);
+  py::array_t<double> chi2({nx, static_cast<py::ssize_t>(k.n_points())});
+  py::array_t<double> mins(nx);
+  py::array_t<std::int64_t> argmin(nx);
+  double* c = chi2.mutable_data();
+  double* mn = mins.mutable_data();
+  std::int64_t* am = argmin.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    k.scan(x.data(), nx, nt, c, mn, am);
+  }
+  return py::make_tuple(chi2, mins, argmin);
+}
+
+// The arguments of the FC toys: returns the expectations mu[e] (n, n_bins_e) as C arrays.
+std::vector<carray<double>> check_toy_args(const Chi2Kernel& k, const carray<std::int64_t>& point_ids,
+                                           const py::list& mu, py::ssize_t n_toys, std::int64_t toy_offset) {
+  require(k.n_experiments() > 0, "the chi2 kernel has no experiments");
+  require_ndim(point_ids, 1, "point_ids");
+  require(n_toys >= 1, "n_toys must be >= 1, got " + std::to_string(n_toys));
+  require(toy_offset >= 0, "toy_offset must be >= 0");
+  const py::ssize_t npt = point_ids.shape(0);
+  for (py::ssize_t i = 0; i < npt; ++i)
+    require(point_ids.data()[i] >= 0 && point_ids.data()[i] < k.n_points(),
+            "point_ids must lie in [0, n_points = " + std::to_string(k.n_points()) + "), got " +
+                std::to_string(point_ids.data()[i]));
+  require(static_cast<py::ssize_t>(mu.size()) == static_cast<py::ssize_t>(k.n_experiments()),
+          "mu must be a list with one (n_points, n_bins) array per experiment (" + std::to_string(k.n_experiments()) +
+              "), got " + std::to_string(mu.size()));
+  std::vector<carray<double>> out;
+  for (int e = 0; e < k.n_experiments(); ++e) {
+    const Chi2Experiment& E = k.experiment(e);
+    require(E.gen != Chi2Generator::none, E.name + ": no toy generator set");
+    auto a = mu[e].cast<carray<double>>();
+    const std::string nm = E.name + " expectation at the true points";
+    require_ndim(a, 2, nm.c_str());
+    require(a.shape(0) == npt && a.shape(1) == E.n, nm + " must have shape " + shape_str(npt, E.n) + ", got " +
+                                                        shape_str(a.shape(0), a.shape(1)));
+    require_finite(a, nm.c_str());
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+std::vector<const double*> data_pointers(const std::vector<carray<double>>& arrays) {
+  std::vector<const double*> p;
+  for (const auto& a : arrays) p.push_back(a.data());
+  return p;
+}
+
+py::object fc_toys(const Chi2Kernel& k, const carray<std::int64_t>& point_ids, const py::list& mu,
+                   py::ssize_t n_toys, std::uint64_t seed, std::int64_t toy_offset, bool return_best,
+                   std::optional<int> threads) {
+  const auto mus = check_toy_args(k, point_ids, mu, n_toys, toy_offset);
+  const int nt = resolve_threads(threads);
+  const py::ssize_t npt = point_ids.shape(0);
+  py::array_t<double> delta({npt, n_toys});
+  py::array_t<std::int64_t> best;
+  if (return_best) best = py::array_t<std::int64_t>({npt, n_toys});
+  double* dp = delta.mutable_data();
+  std::int64_t* bp = return_best ? best.mutable_data() : nullptr;
+  const std::vector<const double*> mup = data_pointers(mus);
+  {
+    py::gil_scoped_release nogil;
+    k.fc_toys(point_ids.data(), npt, mup.data(), n_toys, seed, toy_offset, nt, dp, bp);
+  }
+  if (return_best) return py::make_tuple(delta, best);
+  return delta;
+}
+
+py::array_t<double> whitened_toys(const Chi2Kernel& k, const carray<std::int64_t>& point_ids, const py::list& mu,
+                                  py::ssize_t n_toys, std::uint64_t seed, std::int64_t toy_offset,
+                                  std::optional<int> threads) {
+  const auto mus = check_toy_args(k, point_ids, mu, n_toys, toy_offset);
+  const int nt = resolve_threads(threads);
+  const py::ssize_t npt = point_ids.shape(0);
+  py::array_t<double> out({npt, n_toys, static_cast<py::ssize_t>(k.toy_width())});
+  double* o = out.mutable_data();
+  const std::vector<const double*> mup = data_pointers(mus);
+  {
+    py::gil_scoped_release nogil;
+    k.whitened_toys(point_ids.data(), npt, mup.data(), n_toys, seed, toy_offset, nt, o);
+  }
+  return out;
+}
+
+}  // namespace
+
 void register_chi2(py::module_& m) {
   py::class_<Chi2Kernel>(m, "Chi2Kernel",
                          "Precomputed chi2 structure of a set of experiments on a (sin^2 2theta, dm2) grid: the "
                          "whitening-projections A_e, null expectations, linear deficits d_e(dm2) or general offsets, "
                          "and the toy generators. Built by fcmlc.frequentist.Chi2Model.")
-      .def(py::init<const carray<double>&, int>(), py::arg("s2"), py::arg("n_dm2"))
-      .def("add_linear", &Chi2Kernel::add_linear, py::arg("name"), py::arg("A"), py::arg("N0"), py::arg("D"),
+      .def(py::init(&make_kernel), py::arg("s2"), py::arg("n_dm2"))
+      .def("add_linear", &add_linear, py::arg("name"), py::arg("A"), py::arg("N0"), py::arg("D"),
            "Linear experiment: expectation N0 - s2 D(dm2_j); A (k, n_bins), D (n_dm2, n_bins). Returns its index.")
-      .def("add_general", &Chi2Kernel::add_general, py::arg("name"), py::arg("A"), py::arg("N0"), py::arg("mu_grid"),
+      .def("add_general", &add_general, py::arg("name"), py::arg("A"), py::arg("N0"), py::arg("mu_grid"),
            "General experiment: expectation mu_grid (n_points, n_bins) at every grid point. Returns its index.")
-      .def("add_norm", &Chi2Kernel::add_norm, py::arg("name"), py::arg("Aw"), py::arg("N0"), py::arg("Ci"),
+      .def("add_norm", &add_norm, py::arg("name"), py::arg("Aw"), py::arg("N0"), py::arg("Ci"),
            py::arg("norm_groups"), py::arg("prior"), py::arg("factors"), py::arg("linear"), py::arg("table"),
            "Experiment with multiplicative normalisation groups, profiled exactly: chi2 = q - |L_p^-1 b'(p)|^2 "
            "(see fcmlc.frequentist). Aw (kw, n_bins): projection at the null expectation (whiten only); Ci = C^+; "
            "prior = 1/sigma^2 (0: free); factors (n_points, kn(kn+1)/2): packed inverse Cholesky factors of G'(p); "
            "table: D (n_dm2, n_bins) when linear, else mu_grid (n_points, n_bins). Returns its index.")
-      .def("set_gaussian_generator", &Chi2Kernel::set_gaussian_generator, py::arg("index"), py::arg("stream"),
+      .def("set_gaussian_generator", &set_gaussian_generator, py::arg("index"), py::arg("stream"),
            py::arg("factor_t"), py::arg("norm_sigma") = 0.0,
            "Toys x = mu (1 + norm_sigma E w) + F z as simulate_gaussian (factor_t = F^T, shape (k, n_bins)).")
-      .def("set_pull_generator", &Chi2Kernel::set_pull_generator, py::arg("index"), py::arg("stream"),
+      .def("set_pull_generator", &set_pull_generator, py::arg("index"), py::arg("stream"),
            py::arg("pull_jacobian"), py::arg("pull_factor"), py::arg("pull_lower"), py::arg("stat_sigma"),
            "Toys as simulate_pulls.")
-      .def("whiten", &Chi2Kernel::whiten, py::arg("x"),
+      .def("whiten", &whiten, py::arg("x"),
            "r = A_e (x_e - N0_e) of each experiment, concatenated: (n_data, sum k_e).")
       .def_property("centred", &Chi2Kernel::centred, &Chi2Kernel::set_centred,
                     "Use the centred float32 form of linear experiments with normalisation groups in the FC toys "
@@ -1663,7 +1829,7 @@ void register_chi2(py::module_& m) {
       .def_property("prune", &Chi2Kernel::prune, &Chi2Kernel::set_prune,
                     "FC toys: skip grid points whose lower bound exceeds the running minimum (default True; "
                     "results bit-identical to False). Needs set_prune_factors for every centred experiment.")
-      .def("set_prune_factors", &Chi2Kernel::set_prune_factors, py::arg("index"), py::arg("K"),
+      .def("set_prune_factors", &set_prune_factors, py::arg("index"), py::arg("K"),
            "K_p (n_points): the computed float32 |L_p^-1 c|^2 <= K_p |c|^2 for every p (rounding included).")
       .def_property_readonly("prune_stats", &Chi2Kernel::prune_stats,
                              "(grid points computed, grid points scanned) of the pruned FC toys since the last reset.")
@@ -1679,32 +1845,17 @@ void register_chi2(py::module_& m) {
       .def_property_readonly("generators", &Chi2Kernel::generators)
       .def_property_readonly("n_norm_groups", &Chi2Kernel::norm_groups_count);
 
-  m.def(
-      "chi2_scan",
-      [](const Chi2Kernel& k, const carray<double>& x, std::optional<int> threads) { return k.scan(x, threads); },
-      py::arg("kernel"), py::arg("x"), py::arg("threads") = py::none(),
-      "chi2 of each data vector (rows of x, experiments concatenated) at every grid point. Returns "
-      "(chi2 (n_data, n_points), min (n_data,), argmin (n_data,)); ties go to the smaller point index.");
-  m.def(
-      "fc_toys",
-      [](const Chi2Kernel& k, const carray<std::int64_t>& point_ids, const py::list& mu, py::ssize_t n_toys,
-         std::uint64_t seed, std::int64_t toy_offset, bool return_best, std::optional<int> threads) {
-        return k.fc_toys(point_ids, mu, n_toys, seed, toy_offset, return_best, threads);
-      },
-      py::arg("kernel"), py::arg("point_ids"), py::arg("mu"), py::arg("n_toys"), py::arg("seed"),
-      py::arg("toy_offset") = 0, py::arg("return_best") = false, py::arg("threads") = py::none(),
-      "Feldman-Cousins toys: for each true grid point p (point_ids, with expectations mu[e] (n, n_bins_e) per "
-      "experiment) and toys t = toy_offset .. toy_offset + n_toys - 1 (realization t of point p, as in simulate), "
-      "Delta-chi2 = chi2(p) - min over the grid. Returns delta (n, n_toys) [, best point index (n, n_toys)].");
-  m.def(
-      "fc_whitened_toys",
-      [](const Chi2Kernel& k, const carray<std::int64_t>& point_ids, const py::list& mu, py::ssize_t n_toys,
-         std::uint64_t seed, std::int64_t toy_offset, std::optional<int> threads) {
-        return k.whitened_toys(point_ids, mu, n_toys, seed, toy_offset, threads);
-      },
-      py::arg("kernel"), py::arg("point_ids"), py::arg("mu"), py::arg("n_toys"), py::arg("seed"),
-      py::arg("toy_offset") = 0, py::arg("threads") = py::none(),
-      "The whitened toys r (n, n_toys, sum k_e) that fc_toys scans (for tests).");
+  m.def("chi2_scan", &chi2_scan, py::arg("kernel"), py::arg("x"), py::arg("threads") = py::none(),
+        "chi2 of each data vector (rows of x, experiments concatenated) at every grid point. Returns "
+        "(chi2 (n_data, n_points), min (n_data,), argmin (n_data,)); ties go to the smaller point index.");
+  m.def("fc_toys", &fc_toys, py::arg("kernel"), py::arg("point_ids"), py::arg("mu"), py::arg("n_toys"),
+        py::arg("seed"), py::arg("toy_offset") = 0, py::arg("return_best") = false, py::arg("threads") = py::none(),
+        "Feldman-Cousins toys: for each true grid point p (point_ids, with expectations mu[e] (n, n_bins_e) per "
+        "experiment) and toys t = toy_offset .. toy_offset + n_toys - 1 (realization t of point p, as in simulate), "
+        "Delta-chi2 = chi2(p) - min over the grid. Returns delta (n, n_toys) [, best point index (n, n_toys)].");
+  m.def("fc_whitened_toys", &whitened_toys, py::arg("kernel"), py::arg("point_ids"), py::arg("mu"),
+        py::arg("n_toys"), py::arg("seed"), py::arg("toy_offset") = 0, py::arg("threads") = py::none(),
+        "The whitened toys r (n, n_toys, sum k_e) that fc_toys scans (for tests).");
 }
 
 }  // namespace fcmlc

@@ -27,8 +27,11 @@
 // centred_rows / centred_row): float64 row terms, float32 quadratic form per grid point.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace fcmlc {
@@ -76,6 +79,89 @@ struct Chi2Experiment {
   std::vector<float> Lf;       // n_points x kn(kn+1)/2: float32 copy of Lfac
   std::vector<double> Lt;      // linear: Lfac interleaved by blocks of four s2 points (the scan)
   std::vector<double> Kb;      // centred: n_points, the FC pruning factors K_p (set_prune_factors)
+};
+
+// The chi2 structure of a set of experiments on a grid of n_ue4 values s2 = sin^2(2 theta) (any
+// order) times n_dm2 rows dm2_j: grid point p = j * n_ue4 + u, n_points = n_ue4 * n_dm2. The
+// experiments' bins are concatenated in the order they are added (data vectors x have n_bins()
+// entries). All arrays are row-major C arrays, copied in (inputs) or filled (outputs, allocated by
+// the caller). The caller checks the arguments (the Python binding, register_chi2 at the end of
+// chi2.cpp, raises ValueError naming the argument): shapes as documented, finite values,
+// s2 >= 0, n_ue4, n_dm2 >= 1, threads nt >= 1. Thrown here: std::invalid_argument for an
+// experiment index out of range, std::runtime_error when pull sampling rejects too many draws.
+// The const methods keep their scratch per call (the pruning counters are atomic).
+class Chi2Kernel {
+ public:
+  Chi2Kernel(const double* s2, int n_ue4, int n_dm2);
+  ~Chi2Kernel();
+  Chi2Kernel(const Chi2Kernel&) = delete;
+  Chi2Kernel& operator=(const Chi2Kernel&) = delete;
+
+  // ---- experiments (each call returns the new experiment's index) ----
+  // Linear: expectation N0 - s2 D(dm2_j); A (k, n_bins), N0 (n_bins), D (n_dm2, n_bins).
+  int add_linear(const std::string& name, const double* A, int k, const double* N0, int n_bins, const double* D);
+  // General: expectation mu_grid (n_points, n_bins) at every grid point.
+  int add_general(const std::string& name, const double* A, int k, const double* N0, int n_bins,
+                  const double* mu_grid);
+  // Normalisation groups: Aw (kw, n_bins) the projection at the null expectation (whiten only),
+  // Ci = C^+ (n_bins, n_bins), groups (n_bins) >= 0 (kn = max + 1 groups), prior = 1/sigma^2 >= 0
+  // (0: free), factors (n_points, kn(kn+1)/2) the packed L_p^-1, table D (n_dm2, n_bins) when
+  // linear, else mu_grid (n_points, n_bins).
+  int add_norm(const std::string& name, const double* Aw, int kw, const double* N0, int n_bins, const double* Ci,
+               const std::int64_t* groups, double prior, const double* factors, bool linear, const double* table);
+
+  // ---- toy generators (the samplers of simulate_gaussian / simulate_pulls) ----
+  // factor_t = F^T (kg >= 1, n_bins); norm_sigma >= 0, > 0 only for an experiment with groups.
+  void set_gaussian_generator(int index, std::uint64_t stream, const double* factor_t, int kg, double norm_sigma);
+  // J (n_bins, n_pulls), Lp (n_pulls, n_pulls) lower triangular, lo (n_pulls, not NaN; -inf: no
+  // bound), sigma (n_bins, >= 0); not for an experiment with groups.
+  void set_pull_generator(int index, std::uint64_t stream, const double* J, int n_pulls, const double* Lp,
+                          const double* lo, const double* sigma);
+  // FC pruning factors K (n_points, finite, >= 0) of a linear experiment with groups.
+  void set_prune_factors(int index, const double* K);
+
+  // ---- options (see the Python docstrings in register_chi2) ----
+  bool centred() const;
+  void set_centred(bool on);
+  bool prune() const;
+  void set_prune(bool on);
+  std::pair<std::int64_t, std::int64_t> prune_stats() const;  // (points computed, points scanned)
+  void reset_prune_stats();
+
+  // ---- structure ----
+  int n_ue4() const;
+  int n_dm2() const;
+  std::int64_t n_points() const;
+  int n_bins() const;
+  int n_experiments() const;
+  bool linear_only() const;
+  std::vector<int> dims() const;  // per experiment: rows of A (kw with groups)
+  std::vector<bool> linear() const;
+  std::vector<std::string> generators() const;  // "gaussian", "pulls" or "none"
+  std::vector<int> norm_groups_count() const;
+  int whiten_width() const;  // columns of whiten: the sum of dims()
+  int toy_width() const;     // columns of whitened_toys: the sum of k over the experiments without groups
+  const Chi2Experiment& experiment(int index) const;
+
+  // ---- computations ----
+  // out (n_data, whiten_width()): A_e (x_e - N0_e) per experiment (Aw_e with groups), concatenated.
+  void whiten(const double* x, std::ptrdiff_t n_data, double* out) const;
+  // chi2 (n_data, n_points) of each data vector x (n_data, n_bins), its minimum and argmin (ties:
+  // the smaller point index); at least one experiment.
+  void scan(const double* x, std::ptrdiff_t n_data, int nt, double* chi2, double* min, std::int64_t* argmin) const;
+  // Feldman-Cousins toys t = toy_offset .. toy_offset + n_toys - 1 (n_toys >= 1, toy_offset >= 0)
+  // at the true points point_ids (n, each in [0, n_points)) with expectations mu[e] (n, n_bins_e)
+  // per experiment (every generator set): delta (n, n_toys) = chi2(p) - min over the grid and,
+  // when best is not null, the best point (n, n_toys).
+  void fc_toys(const std::int64_t* point_ids, std::ptrdiff_t n, const double* const* mu, std::ptrdiff_t n_toys,
+               std::uint64_t seed, std::int64_t toy_offset, int nt, double* delta, std::int64_t* best) const;
+  // The whitened toys r (n, n_toys, toy_width()) that fc_toys scans; arguments as fc_toys.
+  void whitened_toys(const std::int64_t* point_ids, std::ptrdiff_t n, const double* const* mu,
+                     std::ptrdiff_t n_toys, std::uint64_t seed, std::int64_t toy_offset, int nt, double* out) const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace fcmlc
