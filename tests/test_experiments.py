@@ -664,3 +664,13 @@ def test_combine():
         ex.combine([])
     with pytest.raises(ValueError):
         s.split(np.zeros(29))
+
+
+def test_load_takes_a_toml_model_path(tmp_path):
+    # the CLI's --experiments takes TOML paths; the Python API does too
+    path = tmp_path / "my.toml"
+    path.write_text(ex.builtin_toml("BEST"))
+    e = ex.load(str(path))
+    assert e.name == "BEST" and e.n_bins == ex.load("BEST").n_bins
+    with pytest.raises(FileNotFoundError, match="not found"):
+        ex.load(str(tmp_path / "missing.toml"))

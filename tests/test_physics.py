@@ -139,3 +139,11 @@ def test_grid_paper_and_conversions():
         Grid(shape=(1, 5))
     with pytest.raises(ValueError):
         Grid(ue4_range=(0.5, 0.1))
+
+
+def test_grid_shape_must_be_integers():
+    # a float shape used to be truncated silently (3.5 -> 3)
+    for bad in [(3.5, 3), (3, 3.0), (True, 3), (1, 3)]:
+        with pytest.raises(ValueError, match="two integers >= 2"):
+            Grid(shape=bad)
+    assert Grid(shape=(np.int64(3), 4)).shape == (3, 4)

@@ -93,7 +93,8 @@ class Grid:
 
     def __post_init__(self):
         (u0, u1), (d0, d1) = self.ue4_range, self.dm2_range
-        if len(self.shape) != 2 or min(self.shape) < 2:
+        if (len(self.shape) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                             for v in self.shape) or min(self.shape) < 2):
             raise ValueError(f"grid shape must be two integers >= 2, got {self.shape}")
         object.__setattr__(self, "shape", (int(self.shape[0]), int(self.shape[1])))
         object.__setattr__(self, "ue4_range", (float(u0), float(u1)))

@@ -70,7 +70,7 @@ def _builtin(key: str) -> Experiment:
     return exp
 
 
-def load(name: str, data_dir: str | PathLike | None = None) -> Experiment:
+def load(name: str | PathLike, data_dir: str | PathLike | None = None) -> Experiment:
     """Load an experiment by name (case-insensitive).
 
     Without `data_dir`: the built-in model shipped with the package.
@@ -82,8 +82,13 @@ def load(name: str, data_dir: str | PathLike | None = None) -> Experiment:
          ``neos-2017``), or in `data_dir` itself if it is that release; FileNotFoundError if
          neither holds it;
       3. otherwise (STEREO, GALLIUM, BEST) the built-in model.
-    Experiments are immutable, so repeated loads of a built-in share one object.
+    A path to a TOML model file (``*.toml``, as the CLI's ``--experiments`` takes) is read with
+    :func:`from_toml`. Experiments are immutable, so repeated loads of a built-in share one object.
     """
+    if isinstance(name, (str, PathLike)) and str(name).lower().endswith(".toml"):
+        if not Path(name).is_file():
+            raise FileNotFoundError(f"experiment model file {str(name)!r} not found")
+        return from_toml(name)
     key = _canonical(name)
     if data_dir is None:
         return _builtin(key)

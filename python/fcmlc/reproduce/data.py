@@ -60,7 +60,7 @@ def task_experiments(task: str, data_dir=None, seed: int = 0) -> tuple[list, lis
         if e.observed is not None:
             x = np.asarray(e.observed, dtype=float).reshape(-1)
             src = (f"public data release ({data_dir})" if from_release else
-                   "published ratios built into the model (EXPERIMENTS.md)")
+                   "published ratios built into the model (docs/experiments.md)")
             data.append({"name": e.name, "x": x, "kind": "real", "source": src, "model": model})
         else:
             x = realizations(e, 0.0, 1.0, n_per_point=1, seed=int(seed), point_ids=[MOCK_STREAM_KEY])[0, 0]

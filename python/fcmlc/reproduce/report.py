@@ -123,7 +123,9 @@ def _data(data, hint, data_dir) -> list:
     L.append("")
     if hint:
         L += [f"> {hint}", ""]
-    L += [f"Data directory: `{data_dir}`." if data_dir else "Data directory: none found (see above).", ""]
+    L += [f"Data directory: `{data_dir}`." if data_dir else
+          "Data directory: none found (no `../shared/data` beside the repository or the working directory): "
+          "experiments with an official data release use their built-in models and mock data.", ""]
     return L
 
 

@@ -30,7 +30,7 @@ EXAMPLE_KEY_OFFSET = 1 << 41
 #: Signal-like truths of Fig. 3 per task, (sin^2 2theta, dm2 [eV^2]) -- inputs, chosen inside
 #: each task's sensitivity (the report prints the Asimov Delta-chi2 of no oscillation there):
 #: STEREO near its best sensitivity (1-3 eV^2); BEST/global at the gallium-anomaly scale of the
-#: literature (BEST prefers sin^2 2theta ~ 0.4 above ~1 eV^2; EXPERIMENTS.md).
+#: literature (BEST prefers sin^2 2theta ~ 0.4 above ~1 eV^2; docs/experiments.md).
 SIGNAL_TRUTHS = {"stereo": (0.25, 1.5), "best": (0.4, 3.0), "global": (0.3, 2.0)}
 #: Null-like truth of Fig. 3: the smallest |Ue4| of the parameter space, at this dm2 [eV^2].
 NULL_DM2 = 1.0
