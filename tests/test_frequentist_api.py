@@ -104,3 +104,18 @@ def test_critical_summary_is_what_fc_prints(fc_file, capsys):
         assert f"critical Delta-chi2 median {row['median']:.3f}" in text
     none = dataclasses.replace(fc, done=np.zeros_like(fc.done))
     assert none.critical_summary() == {}
+
+
+def test_singular_covariance_warns_with_the_effective_degrees_of_freedom():
+    # a rank-deficient covariance used to give "ndof = -2" and Delta chi2 = 0 without a word
+    from _toys import gaussian_toy
+
+    from fcmlc.frequentist import Chi2Model
+    from fcmlc.physics import Grid
+
+    e = gaussian_toy(normalisation=False, rho=1.0)  # fully correlated: rank 1
+    with pytest.warns(RuntimeWarning, match="rank 1 < 8 bins.*1 effective degrees of freedom"):
+        Chi2Model([e], Grid(shape=(4, 4)))
+    e = gaussian_toy(normalisation=True, rho=1.0)  # rank 1, one free normalisation: nothing left
+    with pytest.warns(RuntimeWarning), pytest.raises(ValueError, match="no degree of freedom"):
+        Chi2Model([e], Grid(shape=(4, 4)))

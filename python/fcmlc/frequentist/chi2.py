@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,6 +54,18 @@ class ExperimentPart:
     groups: np.ndarray | None = None
     prior: float = 0.0  # 1 / sigma^2 (0: free)
     factors: np.ndarray | None = None  # (n_points, k(k+1)/2) packed inverse Cholesky factors of G'(p)
+
+
+def _warn_rank(name: str, rank: int, n: int, k: int) -> None:
+    """A RuntimeWarning when a covariance is singular: the chi2 then has rank(C) - k degrees of
+    freedom (the directions of zero variance carry no information and are dropped), not n - k."""
+    if rank < n:
+        warnings.warn(f"{name}: the covariance has rank {rank} < {n} bins; the chi2 uses the {rank} directions with "
+                      f"non-zero variance: {rank - k} effective degrees of freedom"
+                      + (f" after the {k} normalisations" if k else ""), RuntimeWarning, stacklevel=4)
+        if rank - k < 1:
+            raise ValueError(f"{name}: the covariance has rank {rank} and the experiment {k} free normalisations: "
+                             "no degree of freedom is left to test anything")
 
 
 def data_matrix(x, names, n_bins_each) -> tuple:
@@ -134,6 +147,7 @@ class Chi2Model:
         A = whitening_projection(e.covariance, None, f"{name} covariance")
         if A.shape[1] != n:
             raise ValueError(f"{name}: covariance is {A.shape[1]} x {A.shape[1]} but the experiment has {n} bins")
+        _warn_rank(name, A.shape[0], n, 0)
         _digest_arrays(h, N0, e.covariance)
         h.update(f"{name}|{kind}|{linear}|{int(e.stream_id) & UINT64_MAX}".encode())
         if linear:
@@ -156,6 +170,7 @@ class Chi2Model:
         if C.shape != (n, n):
             raise ValueError(f"{name}: covariance is {C.shape} but the experiment has {n} bins")
         W = whitening_projection(C, None, f"{name} covariance")  # W^T W = C^+
+        _warn_rank(name, W.shape[0], n, k)
         groups = np.ascontiguousarray(e.norm_groups, dtype=np.int64)
         if groups.shape != (n,) or np.any(groups < 0) or groups.max() != k - 1:
             raise ValueError(f"{name}: norm_groups must assign every bin to a group 0..{k - 1}")
