@@ -488,3 +488,21 @@ def test_coverage_scores_fcmlc_against_the_exact_posterior():
     far = coverage(Flat(["NEOS", "BEST"], grid), trials=40, seed=2, grid=grid, truths="grid", n_samples=5,
                    methods=("fcmlc", "exact"))
     assert 0.3 < far.meta["fcmlc_vs_exact"]["total_variation"]["mean"] <= 1.0
+
+
+def test_every_marker_of_a_comparison_figure_lies_inside_its_axes():
+    # the report's Figs. 3 and 5 are Comparison plots: a null-like truth (the grid's lowest |Ue4|,
+    # sin^2 2theta = 4e-6) and best points on the grid's edge must still show inside the axes
+    grid = Grid(shape=(9, 9))
+    model = ExactPosterior("STEREO", grid)
+    x = realizations([model.exp], [grid.ue4[0]], [1.0], 1, seed=9)[0, 0]
+    yg = model.y_grid  # the posterior's cells: truths on their outer edges, beyond the centres
+    for truth in ((yg.ue4_range[0], 1.0), (grid.ue4[-1], yg.dm2_range[1])):
+        ax = compare(model, x, levels=(0.9, 0.95), truth=truth, grid=grid, exact=False).plot()
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        markers = [ln for ln in ax.get_lines() if ln.get_marker() not in (None, "None", "", " ")]
+        assert {ln.get_label() for ln in markers} >= {"truth", "best point", "χ² best fit"}
+        for ln in markers:
+            xs, ys = ln.get_data()
+            assert np.all((x0 <= np.asarray(xs)) & (np.asarray(xs) <= x1)), (ln.get_label(), xs, (x0, x1))
+            assert np.all((y0 <= np.asarray(ys)) & (np.asarray(ys) <= y1)), (ln.get_label(), ys, (y0, y1))

@@ -266,6 +266,21 @@ def threshold_contours(field, x_centres, y_centres, threshold, log: bool = True)
     return _lines(f, xc, yc, threshold)
 
 
+def extend_to_cell_edges(field, ue4_centres, dm2_centres):
+    """The cell field (n_dm2, n_ue4) extended to the grid's outer cell edges for drawing: one
+    more row/column at each outer edge holding the edge cell's value, so that a region drawn by
+    interpolation between centres reaches the edge of the cells it holds (not their centres).
+    The high-|Ue4| edge is clipped at 1/sqrt(2) (sin^2 2theta = 1). Returns (field, ue4, dm2)."""
+    lu = cell_edges(ue4_centres)
+    ld = cell_edges(dm2_centres)
+    u = 10.0 ** np.concatenate([[lu[0]], np.log10(ue4_centres), [min(lu[-1], -0.5 * np.log10(2.0))]])
+    d = 10.0 ** np.concatenate([[ld[0]], np.log10(dm2_centres), [ld[-1]]])
+    f = np.pad(np.asarray(field, dtype=float), 1, mode="edge")
+    if not u[-1] > u[-2]:  # the last centre already at 1/sqrt(2)
+        u, f = u[:-1], f[:, :-1]
+    return f, u, d
+
+
 def mask_contours(mask, x_centres, y_centres, log: bool = True) -> list:
     """Boundary lines of a boolean region on the grid (cells as in :func:`cell_edges`):
     the 0.5 level of the 0/1 field, i.e. halfway between inside and outside centres

@@ -9,6 +9,7 @@ import numpy as np
 
 from .. import plotting as P
 from .._io import save_figure
+from ..regions import extend_to_cell_edges, threshold_contours
 
 __all__ = ["PosteriorPlots"]
 
@@ -40,13 +41,17 @@ class PosteriorPlots:
         name = "exact" if self.meta.get("method") == "exact" else "FCMLC"  # whose regions the legend names
         colours = P.level_colours(levels)
         dmax = float(self.density.max())
+        # regions are unions of cells: drawn on the field extended to the outer cell edges, so a
+        # region holding an edge cell reaches the edge of the plane (sin^2 2theta = 1 included)
+        fext, uext, dext = extend_to_cell_edges(self.density, self.ue4, self.dm2)
         for lv in levels[::-1]:  # innermost (lowest level) last, on top
             h = self.hpd_threshold(lv)
             P.fill_between_thresholds(
-                ax, self.density, self.ue4, self.dm2, h, 2.0 * dmax + 1.0, x=x, facecolor=colours[lv], alpha=0.9,
+                ax, fext, uext, dext, h, 2.0 * dmax + 1.0, x=x, facecolor=colours[lv], alpha=0.9,
                 label=f"{name} {P.level_label(lv)} CR", zorder=1,
             )
-            P.draw_lines(ax, self.contours(lv), x=x, color=P.METHOD_STYLES["fcmlc"]["color"], linewidth=1.0, zorder=2)
+            P.draw_lines(ax, threshold_contours(fext, uext, dext, h), x=x,
+                         color=P.METHOD_STYLES["fcmlc"]["color"], linewidth=1.0, zorder=2)
         for i, item in enumerate(overlays or ()):
             self._draw_overlay(ax, item, i, levels, x)
         if truth is not None:
@@ -55,7 +60,12 @@ class PosteriorPlots:
         if best_point:
             bu, bd = self.best_point()
             ax.plot(P.to_xaxis(bu, x), bd, label="best point", zorder=5, **P.METHOD_STYLES["best_fit"])
-        P.setup_oscillation_axes(ax, x=x, ue4_range=(self.ue4[0], self.ue4[-1]), dm2_range=(self.dm2[0], self.dm2[-1]), title=title)
+        # the plane of the cells, widened to show a truth outside it (e.g. a no-oscillation truth)
+        u0, u1, d0, d1 = uext[0], uext[-1], dext[0], dext[-1]
+        if truth is not None and truth[0] > 0 and truth[1] > 0:
+            u0, u1 = min(u0, truth[0] / 1.3), max(u1, min(truth[0] * 1.3, 2 ** -0.5))
+            d0, d1 = min(d0, truth[1] / 1.3), max(d1, truth[1] * 1.3)
+        P.setup_oscillation_axes(ax, x=x, ue4_range=(u0, u1), dm2_range=(d0, d1), title=title)
         ax.legend(loc="best", fontsize="small", framealpha=0.85)
         return ax
 

@@ -3,6 +3,7 @@ on one figure, with intersection-over-union (areas in log10|Ue4| x log10 dm2) ->
 :class:`Comparison`."""
 from __future__ import annotations
 
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +86,9 @@ class Comparison:
         ax.plot(P.to_xaxis(bu, x), bd, label="χ² best fit", zorder=6, **P.METHOD_STYLES["chi2_best"])
         ax.legend(loc="best", fontsize="small", framealpha=0.85)
         lines = []
-        for L in self.levels:
-            lines.append(f"{P.level_label(L)}: " + ", ".join(f"IoU({k})={v:.2f}" for k, v in self.iou[L].items()))
+        for L in self.levels:  # IoU of every pair, wrapped to the width of the panel
+            text = f"IoU {P.level_label(L)}: " + ", ".join(f"{k} {v:.2f}" for k, v in self.iou[L].items())
+            lines += textwrap.wrap(text, 78)
         ax.set_title(title or "\n".join(lines), fontsize="small")
         return ax
 
