@@ -9,7 +9,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-PYTHON_DIR = Path(__file__).resolve().parents[1] / "python"
+# the fcmlc this test session imports (the installed package in CI, the source tree with an
+# in-place build in development): the subprocess must import the same one, compiled core included
+import fcmlc  # noqa: E402
+
+PYTHON_DIR = Path(fcmlc.__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent("""
     import importlib.abc
