@@ -126,7 +126,7 @@ def cmd_train(args) -> int:
     print(f"  transition matrix {model.transition.shape[0]} x {model.transition.shape[1]}: "
           f"{tr['transition_seconds']:.0f} s; total {time.perf_counter() - t0:.0f} s")
     if tr.get("resumed"):
-        print(f"  resumed from a checkpoint ({tr['resumed'][-1]['from']}); same weights as an uninterrupted run")
+        print(f"  resumed from a checkpoint ({tr['resumed'][-1]['from']})")
     if tr.get("machine_dependent"):
         print(f"  MACHINE-DEPENDENT: {tr['machine_dependent_reason']}")
     return 0

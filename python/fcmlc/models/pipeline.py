@@ -158,14 +158,14 @@ def _train(ds, out, experiments, config, device, seed, progress, restart) -> FCM
     info["dataset"]["in_memory"] = bool(in_memory)
     chunk = int(cfg.chunk_rows)
     features = FeatureMap.from_normalisation(getattr(ds, "normalisation", None), names)
-    train_src = Samples(ds, fit_idx, columns, in_memory, chunk, progress, "loading training set", features)
-    val_src = Samples(ds, val_idx, columns, in_memory, chunk, progress, "loading validation set", features)
     yhat_grid = CellGrid.over(ds.grid, cfg.yhat_shape, margin=cfg.yhat_margin)
     y_grid = CellGrid.over(ds.grid, cfg.y_shape)
 
     run = _Run(cfg, dev, seed, progress, ckpt, state, t_start)
     try:
         with torch_threads(cfg.threads), sigterm_as_interrupt():
+            train_src = Samples(ds, fit_idx, columns, in_memory, chunk, progress, "loading training set", features)
+            val_src = Samples(ds, val_idx, columns, in_memory, chunk, progress, "loading validation set", features)
             regressor, r_hist, flow, f_hist = run.networks(train_src, val_src, ds.grid)
             t0 = time.monotonic()
             T = transition_matrix(flow, yhat_grid, y_grid, progress=progress)
@@ -216,7 +216,7 @@ def _run_settings(cfg, seed, names, info, dev, threads) -> dict:
 
 def _interrupted(ckpt) -> str:
     if ckpt.status is None:
-        return "interrupted before the first epoch ended: no checkpoint was written"
+        return "interrupted before the first epoch ended: no checkpoint was written (a rerun starts from the beginning)"
     return (f"interrupted: checkpoint kept in {ckpt.path} ({ckpt.status}); rerun the same command to resume "
             f"(--restart, or restart=True, starts over)")
 
