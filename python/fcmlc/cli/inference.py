@@ -22,9 +22,9 @@ def register(subparsers) -> None:
                     "at paper scale); --fast keeps the networks but uses a schedule that trains a paper-scale "
                     "single-experiment dataset in about 15 minutes on 2 CPU cores. Training stops on epochs "
                     "and patience, so the same seed, data, device and --threads give the same weights however "
-                    "fast or busy the machine, unless --time-budget is given. A checkpoint is kept after every epoch in "
-                    "OUTPUT.partial/: after an interruption, the same command resumes and ends with the same "
-                    "model as an uninterrupted run.")
+                    "fast or busy the machine, unless --time-budget is given. A checkpoint is kept after every "
+                    "epoch in OUTPUT.partial/: after an interruption, the same command resumes and ends with the "
+                    "same model as an uninterrupted run.")
     p.add_argument("dataset", help="HDF5 dataset from `fcmlc simulate`")
     p.add_argument("-o", "--output", required=True, help="model directory to write")
     p.add_argument("--experiments", default=None,

@@ -86,7 +86,8 @@ def train(dataset, out=None, experiments=None, config=None, device=None, seed: i
     """Train an FCMLC model: regressor, then conditional flow, then the transition matrix.
 
     dataset: path of an HDF5 dataset (``fcmlc simulate``) or an open ``SimDataset``.
-    out: model directory to save to (optional; created, or replaced when it holds a model). experiments: a subset of the dataset's
+    out: model directory to save to (optional; created, or replaced if it holds a model; a
+    directory holding other files is refused). experiments: a subset of the dataset's
     experiments to use (default: all, in the dataset's order). config: ``TrainConfig``, a dict
     overlaying the defaults, which are the paper's Tables III/IV (e.g. ``{"time_budget": 600,
     "regressor": {"max_epochs": 50}}``; ``{"hyperparameters": "fast"}`` starts from the
