@@ -20,28 +20,36 @@ def register(subparsers) -> None:
                     "matrix, on the 'train' split of a dataset written by `fcmlc simulate`, and save the model "
                     "directory. Defaults are the paper's Tables III/IV (batch 32, patience 50: hours on a CPU "
                     "at paper scale); --fast keeps the networks but uses a schedule that trains a paper-scale "
-                    "single-experiment dataset within about 20 minutes on 2 CPU cores.")
+                    "single-experiment dataset in about 15 minutes on 2 CPU cores. Training stops on epochs "
+                    "and patience, so the same seed, data, device and --threads give the same weights however "
+                    "fast or busy the machine, unless --time-budget is given. A checkpoint is kept after every "
+                    "epoch in OUTPUT.partial/: after an interruption, the same command resumes and ends with the "
+                    "same model as an uninterrupted run.")
     p.add_argument("dataset", help="HDF5 dataset from `fcmlc simulate`")
     p.add_argument("-o", "--output", required=True, help="model directory to write")
     p.add_argument("--experiments", default=None,
                    help="comma-separated subset of the dataset's experiments to train on (default: all)")
     p.add_argument("--max-epochs", "--epochs", dest="max_epochs", type=int, default=None, metavar="N",
-                   help="maximum epochs for the regressor and for the flow (default 10000 / 200+100 with --fast)")
+                   help="maximum epochs for the regressor and for the flow (default 10000 / 200 and 20 with --fast)")
     p.add_argument("--patience", type=int, default=None, metavar="N",
                    help="early-stopping patience in epochs for both networks (default 50 / 8 with --fast)")
     p.add_argument("--time-budget", type=float, default=None, metavar="S",
-                   help="wall-clock seconds for regressor + flow training (default: no limit / 840 with --fast; "
-                        "0 = no limit)")
+                   help="stop training the two networks after S seconds of wall-clock time (default: no limit; "
+                        "0 = no limit). The model then depends on the machine's speed and load, and its "
+                        "config.json says so")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda if available")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--fast", action="store_true",
-                   help="the 'fast' preset: regressor batch 256, lr 2e-3 with reduce-on-plateau, patience 8, "
-                        "14-minute time budget for the two networks (see fcmlc.models.training)")
+                   help="the 'fast' preset: regressor batch 256, lr 2e-3 with reduce-on-plateau, patience 8, at "
+                        "most 200 epochs; flow patience 8, at most 20 epochs (see fcmlc.models.config)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads during training (default: torch's default; at batch 32 on a CPU 1 thread "
                         "is often fastest)")
     p.add_argument("--config", default=None, metavar="JSON",
                    help="JSON file (or inline JSON) of training settings overlaying the defaults")
+    p.add_argument("--restart", action="store_true",
+                   help="discard the checkpoint of an interrupted run in OUTPUT.partial/ and start over (needed "
+                        "when the settings differ from that run's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
 
@@ -107,7 +115,7 @@ def cmd_train(args) -> int:
     experiments = None if args.experiments is None else [s.strip() for s in args.experiments.split(",") if s.strip()]
     t0 = time.perf_counter()
     model = train(args.dataset, out=args.output, experiments=experiments, config=cfg, device=args.device,
-                  seed=args.seed, progress=not args.no_progress)
+                  seed=args.seed, progress=not args.no_progress, restart=args.restart)
     tr = model.info["training"]
     r, f = tr["regressor"], tr["flow"]
     print(f"{args.output}: FCMLC model for {', '.join(model.experiments)} ({model.n_features} features)")
@@ -117,6 +125,10 @@ def cmd_train(args) -> int:
           f"{f['seconds']:.0f} s")
     print(f"  transition matrix {model.transition.shape[0]} x {model.transition.shape[1]}: "
           f"{tr['transition_seconds']:.0f} s; total {time.perf_counter() - t0:.0f} s")
+    if tr.get("resumed"):
+        print(f"  resumed from a checkpoint ({tr['resumed'][-1]['from']})")
+    if tr.get("machine_dependent"):
+        print(f"  MACHINE-DEPENDENT: {tr['machine_dependent_reason']}")
     return 0
 
 

@@ -3,8 +3,8 @@ the training loops, and the :class:`FCMLC` pipeline (train, save/load, posterior
 
 Modules, in data-flow order: ``features`` (data vector -> network input), ``regressor``,
 ``flow`` (with the grids and the transition matrix), ``config`` (hyper-parameters and presets),
-``samples`` (training data), ``training`` (the loops), ``model`` (:class:`FCMLC`),
-``directory`` (its saved form), ``pipeline`` (:func:`train`).
+``samples`` (training data), ``training`` (the loops), ``checkpoint`` (resuming them),
+``model`` (:class:`FCMLC`), ``directory`` (its saved form), ``pipeline`` (:func:`train`).
 
     >>> import fcmlc.models as fm
     >>> model = fm.train("sim.h5", out="model/")          # regressor, flow, transition matrix

@@ -11,12 +11,19 @@ A model directory holds
                     training history, sha256 of every other file
 
 and loads without unpickling code: ``torch.load(weights_only=True)``, ``np.load(allow_pickle=False)``, JSON.
+
+:func:`write_model_directory` replaces the files one by one (each all or nothing; config.json,
+which holds the checksums of the others, last). :func:`publish_model_directory`, used by
+training, writes the whole directory elsewhere first and moves it into place, so the
+directory holds either the previous model or the new one.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +31,13 @@ import torch
 
 from .. import __version__
 from .._io import atomic_path, atomic_write_text, jsonable, save_npz
+from ..exceptions import OutputExistsError
 from .features import FeatureMap
 from .flow import CellGrid, ConditionalFlow, build_flow
 from .regressor import MCDropoutMLP, Regressor, Standardizer
 
 __all__ = ["ModelDirectoryError", "FORMAT_NAME", "FORMAT_VERSION", "MODEL_FILES", "write_model_directory",
-           "read_model_directory"]
+           "read_model_directory", "check_replaceable", "publish_model_directory"]
 
 FORMAT_NAME = "fcmlc-model"
 FORMAT_VERSION = 2
@@ -85,6 +93,40 @@ def write_model_directory(model, directory) -> Path:
         "files": files,
     }
     atomic_write_text(d / "config.json", json.dumps(jsonable(cfg), indent=2))
+    return d
+
+
+def check_replaceable(directory) -> None:
+    """OutputExistsError unless ``directory`` is absent, empty, or holds only a model's files
+    (which :func:`publish_model_directory` replaces): other files are never deleted."""
+    d = Path(directory)
+    if not d.exists():
+        return
+    if not d.is_dir():
+        raise OutputExistsError(f"{d} exists and is not a directory; choose another output directory")
+    own = set(MODEL_FILES) | {"config.json"}
+    other = sorted(p.name for p in d.iterdir() if p.name not in own and not p.name.endswith(".tmp"))
+    if other:
+        raise OutputExistsError(f"{d} exists and holds files that are not a model's ({', '.join(other[:5])}"
+                                f"{', ...' if len(other) > 5 else ''}); choose another output directory")
+
+
+def publish_model_directory(model, directory, staging) -> Path:
+    """Write the model directory of ``model`` all or nothing: assembled in ``staging`` (a fresh
+    directory on the same file system), then renamed onto ``directory``; a previous model there
+    is first moved aside (to ``replaced`` next to ``staging``), then removed. ``directory`` must
+    pass :func:`check_replaceable`."""
+    d, staging = Path(directory), Path(staging)
+    check_replaceable(d)
+    shutil.rmtree(staging, ignore_errors=True)
+    write_model_directory(model, staging)
+    old = staging.with_name("replaced")
+    shutil.rmtree(old, ignore_errors=True)
+    if d.exists():
+        os.replace(d, old)
+    d.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staging, d)
+    shutil.rmtree(old, ignore_errors=True)
     return d
 
 

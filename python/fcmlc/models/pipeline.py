@@ -6,8 +6,10 @@ re-exported here.
 """
 from __future__ import annotations
 
+import datetime as _dt
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -16,14 +18,17 @@ import torch
 
 from .. import __version__
 from .._checks import check_seed
+from .._resumable import sigterm_as_interrupt
 from .._torch_env import torch_threads
 from ..dataset import open_dataset
+from .checkpoint import TrainingCheckpoint
 from .config import TrainConfig
-from .directory import FORMAT_NAME, FORMAT_VERSION, MODEL_FILES, ModelDirectoryError
+from .directory import (FORMAT_NAME, FORMAT_VERSION, MODEL_FILES, ModelDirectoryError, check_replaceable,
+                        publish_model_directory)
 from .features import FeatureMap
-from .flow import CellGrid, transition_matrix
+from .flow import CellGrid, ConditionalFlow, transition_matrix
 from .model import FCMLC
-from .regressor import default_hidden_layers
+from .regressor import MCDropoutMLP, Regressor, Standardizer, default_hidden_layers
 from .samples import Samples, memory_limit_bytes
 from .training import fit_flow, fit_regressor, resolve_device
 
@@ -77,25 +82,37 @@ def _resolve_config(config, experiments) -> TrainConfig:
 
 
 def train(dataset, out=None, experiments=None, config=None, device=None, seed: int = 0,
-          progress: bool = True) -> FCMLC:
+          progress: bool = True, restart: bool = False) -> FCMLC:
     """Train an FCMLC model: regressor, then conditional flow, then the transition matrix.
 
     dataset: path of an HDF5 dataset (``fcmlc simulate``) or an open ``SimDataset``.
-    out: model directory to save to (optional). experiments: a subset of the dataset's
+    out: model directory to save to (optional; created, or replaced if it holds a model; a
+    directory holding other files is refused). experiments: a subset of the dataset's
     experiments to use (default: all, in the dataset's order). config: ``TrainConfig``, a dict
     overlaying the defaults, which are the paper's Tables III/IV (e.g. ``{"time_budget": 600,
     "regressor": {"max_epochs": 50}}``; ``{"hyperparameters": "fast"}`` starts from the
     :meth:`TrainConfig.fast` preset instead), or None (the defaults).
     device: "cpu", "cuda" or None (CUDA when available). Uses the dataset's "train" split;
     a random ``validation_fraction`` of it (seeded) drives early stopping.
+
+    The same seed, data, device and thread count give bit-identical weights (on a CPU), unless a
+    ``time_budget`` is set: then the result depends on the machine's speed and load, and the
+    model's ``info["training"]["machine_dependent"]`` (config.json) says so.
+
+    With ``out``, the run is checkpointed after every epoch in ``<out>.partial/checkpoint.pt``
+    (:mod:`fcmlc.models.checkpoint`): calling ``train`` again with the same arguments after an
+    interruption (Ctrl-C, ``kill``, a crash) resumes from there and ends with the same model as an
+    uninterrupted run. A checkpoint of other settings is refused (IncompatibleError naming the
+    differences) unless ``restart``, which discards it. The model directory is written all or
+    nothing, then the checkpoint is removed.
     """
     if isinstance(dataset, (str, os.PathLike)):
         with open_dataset(dataset) as ds:
-            return _train(ds, out, experiments, config, device, seed, progress)
-    return _train(dataset, out, experiments, config, device, seed, progress)
+            return _train(ds, out, experiments, config, device, seed, progress, restart)
+    return _train(dataset, out, experiments, config, device, seed, progress, restart)
 
 
-def _train(ds, out, experiments, config, device, seed, progress) -> FCMLC:
+def _train(ds, out, experiments, config, device, seed, progress, restart) -> FCMLC:
     if hasattr(ds, "require_complete"):
         ds.require_complete()
     seed = check_seed(seed)
@@ -111,32 +128,6 @@ def _train(ds, out, experiments, config, device, seed, progress) -> FCMLC:
     n_val = max(1, int(round(cfg.validation_fraction * train_idx.size)))
     val_idx = np.sort(train_idx[perm[:n_val]])
     fit_idx = np.sort(train_idx[perm[n_val:]])
-
-    n_feat = len(columns) if columns is not None else int(ds.n_features)
-    need = train_idx.size * (n_feat * 4 + 16)
-    in_memory = cfg.in_memory if cfg.in_memory != "auto" else need <= memory_limit_bytes()
-    chunk = int(cfg.chunk_rows)
-    features = FeatureMap.from_normalisation(getattr(ds, "normalisation", None), names)
-    train_src = Samples(ds, fit_idx, columns, in_memory, chunk, progress, "loading training set", features)
-    val_src = Samples(ds, val_idx, columns, in_memory, chunk, progress, "loading validation set", features)
-
-    grid = ds.grid
-    budget = cfg.time_budget
-    with torch_threads(cfg.threads):
-        r_budget = None if budget is None else budget * cfg.regressor_time_fraction
-        regressor, r_hist = fit_regressor(train_src, val_src, cfg.regressor, device=dev, seed=seed,
-                                          time_budget=r_budget, progress=progress)
-        f_budget = None if budget is None else max(budget - r_hist["seconds"], 0.05 * budget)
-        widths = (float(np.log10(grid.ue4_range[1] / grid.ue4_range[0]) / (grid.n_ue4 - 1)),
-                  float(np.log10(grid.dm2_range[1] / grid.dm2_range[0]) / (grid.n_dm2 - 1)))
-        flow, f_hist = fit_flow(regressor, train_src, val_src, cfg.flow, dequantize_widths=widths, device=dev,
-                                seed=seed, time_budget=f_budget, progress=progress)
-        yhat_grid = CellGrid.over(grid, cfg.yhat_shape, margin=cfg.yhat_margin)
-        y_grid = CellGrid.over(grid, cfg.y_shape)
-        t0 = time.monotonic()
-        T = transition_matrix(flow, yhat_grid, y_grid, progress=progress)
-        t_T = time.monotonic() - t0
-
     hashes = getattr(ds, "experiment_hashes", None)
     bins = getattr(ds, "n_bins", None)
     info = {
@@ -150,18 +141,154 @@ def _train(ds, out, experiments, config, device, seed, progress) -> FCMLC:
             "n_train": int(fit_idx.size), "n_validation": int(val_idx.size), "feature_columns":
                 None if columns is None else [int(columns[0]), int(columns[-1]) + 1] if
                 np.all(np.diff(columns) == 1) else columns.tolist(),
-            "in_memory": bool(in_memory),
-        },
-        "training": {
-            "seed": seed, "device": str(dev), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-            "machine": platform.machine(), "python": platform.python_version(),
-            "regressor": r_hist, "flow": f_hist, "transition_seconds": t_T,
-            "total_seconds": time.monotonic() - t_start,
         },
     }
-    model = FCMLC(regressor, flow, T, yhat_grid, y_grid, names, cfg.to_dict(), info, features)
+    threads = int(cfg.threads) if cfg.threads is not None else torch.get_num_threads()
+    ckpt, state = None, None
     if out is not None:
-        model.save(out)
+        check_replaceable(out)
+        ckpt = TrainingCheckpoint(out, _run_settings(cfg, seed, names, info, dev, threads))
+        state = ckpt.load(restart)
+        if state is not None:
+            print(f"resuming the interrupted training run of {ckpt.path} ({ckpt.status})", file=sys.stderr)
+
+    n_feat = len(columns) if columns is not None else int(ds.n_features)
+    need = train_idx.size * (n_feat * 4 + 16)
+    # in memory or streamed: the same batches either way (Samples.chunks), so the same model
+    in_memory = cfg.in_memory if cfg.in_memory != "auto" else need <= memory_limit_bytes()
+    info["dataset"]["in_memory"] = bool(in_memory)
+    chunk = int(cfg.chunk_rows)
+    features = FeatureMap.from_normalisation(getattr(ds, "normalisation", None), names)
+    yhat_grid = CellGrid.over(ds.grid, cfg.yhat_shape, margin=cfg.yhat_margin)
+    y_grid = CellGrid.over(ds.grid, cfg.y_shape)
+
+    run = _Run(cfg, dev, seed, progress, ckpt, state, t_start)
+    try:
+        with torch_threads(cfg.threads), sigterm_as_interrupt():
+            train_src = Samples(ds, fit_idx, columns, in_memory, chunk, progress, "loading training set", features)
+            val_src = Samples(ds, val_idx, columns, in_memory, chunk, progress, "loading validation set", features)
+            regressor, r_hist, flow, f_hist = run.networks(train_src, val_src, ds.grid)
+            t0 = time.monotonic()
+            T = transition_matrix(flow, yhat_grid, y_grid, progress=progress)
+            t_T = time.monotonic() - t0
+    except KeyboardInterrupt:
+        if ckpt is not None:
+            print(_interrupted(ckpt), file=sys.stderr)
+        raise
+
+    info["training"] = {
+        "seed": seed, "device": str(dev), "torch": torch.__version__, "torch_threads": threads,
+        "machine": platform.machine(), "python": platform.python_version(),
+        "regressor": r_hist, "flow": f_hist, "transition_seconds": t_T,
+        "total_seconds": run.seconds(), "resumed": run.resumed,
+        **machine_dependence(cfg.time_budget, r_hist, f_hist),
+    }
+    model = FCMLC(regressor, flow, T, yhat_grid, y_grid, names, cfg.to_dict(), info, features)
+    if ckpt is not None:
+        publish_model_directory(model, out, ckpt.staging)
+        ckpt.clear()
         model.info["directory"] = str(out)
     return model
 
+
+def machine_dependence(time_budget, r_hist, f_hist) -> dict:
+    """``machine_dependent`` (a wall-clock budget was set) and ``machine_dependent_reason`` for
+    the training record of config.json."""
+    if time_budget is None:
+        return {"machine_dependent": False, "machine_dependent_reason": None}
+    stopped = [n for n, h in (("regressor", r_hist), ("flow", f_hist)) if h.get("stop_reason") == "time_budget"]
+    what = (f"it stopped the {' and the '.join(stopped)}" if stopped else
+            "it did not stop training this time, but could on a slower or busier machine")
+    return {"machine_dependent": True,
+            "machine_dependent_reason": f"a wall-clock time budget of {time_budget:g} s was set: {what}; the same "
+                                        f"seed and data can give other weights on another machine or under other "
+                                        f"load"}
+
+
+def _run_settings(cfg, seed, names, info, dev, threads) -> dict:
+    """What determines the trained weights, for the checkpoint's settings check (not in_memory:
+    streamed or not, the batches are the same)."""
+    config = {k: v for k, v in cfg.to_dict().items() if k not in ("in_memory", "threads")}
+    return {"config": config, "seed": seed, "experiments": names, "device": dev.type, "torch_threads": threads,
+            "torch": str(torch.__version__), "fcmlc_version": __version__,
+            "experiment_bins": info["experiment_bins"], "experiment_hashes": info["experiment_hashes"],
+            "dataset": {k: v for k, v in info["dataset"].items() if k != "path"}}
+
+
+def _interrupted(ckpt) -> str:
+    if ckpt.status is None:
+        return "interrupted before the first epoch ended: no checkpoint was written (a rerun starts from the beginning)"
+    return (f"interrupted: checkpoint kept in {ckpt.path} ({ckpt.status}); rerun the same command to resume "
+            f"(--restart, or restart=True, starts over)")
+
+
+class _Run:
+    """The two networks of one training run, from scratch or from a checkpoint's state, with a
+    checkpoint after every epoch and after each network."""
+
+    def __init__(self, cfg, dev, seed, progress, ckpt, state, t_start):
+        self.cfg, self.dev, self.seed, self.progress, self.ckpt = cfg, dev, seed, progress, ckpt
+        self.state = state or {"stage": "regressor", "loop": None}
+        self.t_start = t_start
+        self.before = float(self.state.get("seconds", 0.0))  # seconds of the interrupted sessions
+        self.resumed = list(self.state.get("resumed", []))
+        if state is not None:
+            self.resumed.append({"from": ckpt.status, "at": _now()})
+
+    def seconds(self) -> float:
+        return self.before + time.monotonic() - self.t_start
+
+    def save(self, **state):
+        if self.ckpt is not None:
+            self.ckpt.save({**state, "seconds": self.seconds(), "resumed": self.resumed})
+
+    def networks(self, train_src, val_src, grid):
+        cfg, dev, seed, st = self.cfg, self.dev, self.seed, self.state
+        budget = cfg.time_budget
+        loop = st.get("loop")
+        if st["stage"] == "regressor":
+            regressor, r_hist = fit_regressor(
+                train_src, val_src, cfg.regressor, device=dev, seed=seed, progress=self.progress,
+                time_budget=None if budget is None else budget * cfg.regressor_time_fraction, resume=loop,
+                on_epoch=lambda lp: self.save(stage="regressor", loop=lp))
+            loop = None
+            reg = pack_regressor(regressor)
+            self.save(stage="flow", regressor=reg, regressor_history=r_hist, loop=None)
+        else:
+            reg, r_hist = st["regressor"], st["regressor_history"]
+            regressor = unpack_regressor(reg, dev)
+        if st["stage"] in ("regressor", "flow"):
+            widths = (float(np.log10(grid.ue4_range[1] / grid.ue4_range[0]) / (grid.n_ue4 - 1)),
+                      float(np.log10(grid.dm2_range[1] / grid.dm2_range[0]) / (grid.n_dm2 - 1)))
+            flow, f_hist = fit_flow(
+                regressor, train_src, val_src, cfg.flow, dequantize_widths=widths, device=dev, seed=seed,
+                time_budget=None if budget is None else max(budget - r_hist["seconds"], 0.05 * budget),
+                progress=self.progress, resume=loop,
+                on_epoch=lambda lp: self.save(stage="flow", regressor=reg, regressor_history=r_hist, loop=lp))
+            self.save(stage="transition", regressor=reg, regressor_history=r_hist, flow=flow.state_dict(),
+                      flow_history=f_hist, loop=None)
+        else:
+            flow = ConditionalFlow.create(regressor.y_scaler, device=dev, **cfg.flow.architecture())
+            flow.flow.load_state_dict(st["flow"])
+            flow.flow.eval()
+            f_hist = st["flow_history"]
+        return regressor, r_hist, flow, f_hist
+
+
+def pack_regressor(regressor: Regressor) -> dict:
+    """A trained regressor as tensors and plain values (a checkpoint's entry)."""
+    return {"net": regressor.state_dict(), "architecture": regressor.net.architecture(),
+            **{k: torch.from_numpy(v.copy()) for k, v in {**regressor.x_scaler.to_arrays("x"),
+                                                         **regressor.y_scaler.to_arrays("y")}.items()}}
+
+
+def unpack_regressor(d: dict, device) -> Regressor:
+    arch = d["architecture"]
+    net = MCDropoutMLP(arch["n_features"], arch["hidden"], arch["dropout"], arch["n_outputs"])
+    net.load_state_dict(d["net"])
+    arrays = {k: d[k].numpy() for k in ("x_mean", "x_scale", "y_mean", "y_scale")}
+    return Regressor(net, Standardizer.from_arrays(arrays, "x"), Standardizer.from_arrays(arrays, "y"), device)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

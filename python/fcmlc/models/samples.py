@@ -4,7 +4,7 @@ Training data come from a :class:`fcmlc.dataset.SimDataset`. When the training s
 in memory (``in_memory="auto"``: at most min(4 GiB, RAM / 4, available memory / 2)) it is loaded
 once; otherwise every epoch streams it from disk with ``SimDataset.iter_batches`` in chunks
 of ``chunk_rows`` samples (shuffled by the dataset and again within each chunk), so memory
-stays bounded.
+stays bounded. Both ways give the same chunks in the same order for the same seed.
 """
 from __future__ import annotations
 
@@ -73,8 +73,16 @@ class Samples:
     def __len__(self) -> int:
         return len(self.indices)
 
+    #: samples read from the dataset at a time when streaming, rounded down to a multiple of
+    #: ``chunk_rows`` so that every chunk but the last is full, as in memory
+    window_rows = 1 << 18
+
+    def _window(self) -> int:
+        return self.chunk_rows * max(1, self.window_rows // self.chunk_rows)
+
     def _stream(self, shuffle_seed):
-        for x, y in self.dataset.iter_batches(self.indices, self.chunk_rows, shuffle_seed=shuffle_seed):
+        for x, y in self.dataset.iter_batches(self.indices, self.chunk_rows, shuffle_seed=shuffle_seed,
+                                              window=self._window()):
             x = np.asarray(x)
             if self.columns is not None:
                 x = x[:, self.columns]
@@ -83,19 +91,24 @@ class Samples:
             yield np.ascontiguousarray(x, dtype=np.float32), _log_targets(y)
 
     def chunks(self, shuffle_seed=None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Chunks of ``chunk_rows`` samples; with ``shuffle_seed`` in a seeded random order: the
+        samples permuted as a whole (the dataset's ``iter_batches`` order), then within each chunk.
+        Held in memory or streamed, the same seed gives the same chunks, so whether the training
+        set fitted in the available memory does not change a trained model."""
+        ds_seed = None if shuffle_seed is None else as_seed(shuffle_seed) % (2 ** 31)
+        rng = None if shuffle_seed is None else np.random.default_rng(_seed_list(shuffle_seed) + [7])
         if self.in_memory:
             n = len(self.x)
-            if shuffle_seed is None:
-                for r0 in range(0, n, self.chunk_rows):
+            # the permutation iter_batches applies to the indices (x holds them in their order)
+            order = np.arange(n) if ds_seed is None else np.random.default_rng(ds_seed).permutation(n)
+            for r0 in range(0, n, self.chunk_rows):
+                sel = order[r0:r0 + self.chunk_rows]
+                if rng is None:
                     yield self.x[r0:r0 + self.chunk_rows], self.y[r0:r0 + self.chunk_rows]
-            else:
-                order = np.random.default_rng(_seed_list(shuffle_seed)).permutation(n)
-                for r0 in range(0, n, self.chunk_rows):
-                    sel = order[r0:r0 + self.chunk_rows]
+                else:
+                    sel = sel[rng.permutation(len(sel))]
                     yield self.x[sel], self.y[sel]
         else:
-            ds_seed = None if shuffle_seed is None else as_seed(shuffle_seed) % (2 ** 31)
-            rng = None if shuffle_seed is None else np.random.default_rng(_seed_list(shuffle_seed) + [7])
             for x, y in self._stream(ds_seed):
                 if rng is not None:
                     p = rng.permutation(len(x))

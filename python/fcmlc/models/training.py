@@ -7,8 +7,19 @@ Adam uses PyTorch's fused implementation where the installed torch supports it o
 (same update rule; at batch 32 on a CPU it removes about half of the per-step overhead).
 
 Reproducibility: weight initialisation, shuffling, dropout masks and dequantisation noise
-all derive from ``seed``; the same seed, data, device and thread count give the same model
-(unless the time budget stops training).
+all derive from ``seed`` (seeded ``torch.Generator`` and NumPy generators; the flow's own dropout
+layers draw from torch's global generator, forked and seeded for the loop); on a CPU the
+operations used are deterministic, so the same seed, data and thread count give bit-identical
+weights however busy the machine is. Only an explicit ``time_budget`` makes the result depend
+on the machine's speed and load. (On CUDA, the scatter-add in the backward pass of the spline
+flows uses atomics: runs may differ in the last bits unless
+``torch.use_deterministic_algorithms(True)`` is set.)
+
+Resuming: both loops take ``resume`` (a loop state) and ``on_epoch`` (called with the loop state
+after every epoch that training continues past). The state holds everything the rest of the
+run depends on -- weights, optimizer, learning-rate schedule, early-stopping record, the random
+generators' states, the history and the next epoch -- so that a loop resumed from it ends with
+the same weights as an uninterrupted one (:mod:`fcmlc.models.checkpoint` writes it to disk).
 """
 from __future__ import annotations
 
@@ -30,8 +41,9 @@ __all__ = ["RegressorConfig", "FlowConfig", "TrainConfig", "Samples", "fit_regre
 
 
 class _Deadline:
-    def __init__(self, seconds):
-        self.t0 = time.monotonic()
+    def __init__(self, seconds, spent: float = 0.0):
+        """``seconds`` from now, less ``spent`` (seconds used before a resume)."""
+        self.t0 = time.monotonic() - float(spent)
         self.end = None if seconds is None else self.t0 + float(seconds)
 
     def passed(self) -> bool:
@@ -62,6 +74,13 @@ class _EarlyStopping:
         self.bad += 1
         return False
 
+    def state(self) -> dict:
+        return {"best": self.best, "best_epoch": self.best_epoch, "best_state": self.best_state, "bad": self.bad}
+
+    def load(self, state: dict):
+        self.best, self.best_epoch = float(state["best"]), int(state["best_epoch"])
+        self.best_state, self.bad = state["best_state"], int(state["bad"])
+
     @property
     def exhausted(self) -> bool:
         return self.bad >= self.patience
@@ -87,11 +106,13 @@ def _to_tensor(a: np.ndarray, device, dtype=torch.float32) -> torch.Tensor:
 
 
 def fit_regressor(train: Samples, val: Samples, config: RegressorConfig, *, device=None, seed: int = 0,
-                  time_budget: float | None = None, progress: bool = True):
+                  time_budget: float | None = None, progress: bool = True, resume: dict | None = None,
+                  on_epoch=None):
     """Train the MC-dropout regressor with MSE on standardised (log10|Ue4|, log10 dm2).
 
     Returns (Regressor, history dict). Early stopping on the validation MSE (evaluated with
     dropout on and fixed masks, as the network is used); the best weights are restored.
+    ``resume``/``on_epoch``: see the module docstring.
     """
     dev = resolve_device(device)
     if config.hidden is None:
@@ -114,8 +135,18 @@ def fit_regressor(train: Samples, val: Samples, config: RegressorConfig, *, devi
     ys = torch.as_tensor(y_scaler.scale, dtype=torch.float32, device=dev)
     gen = make_generator((seed, 12), dev)
     stopper = _EarlyStopping(config.patience, config.min_delta, relative=True)
-    deadline = _Deadline(time_budget)
     hist = {"train_loss": [], "val_loss": [], "epoch_seconds": [], "lr": []}
+    first = 0
+    if resume is not None:
+        net.load_state_dict(resume["net"])
+        opt.load_state_dict(resume["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(resume["scheduler"])
+        stopper.load(resume["stopper"])
+        gen.set_state(resume["generator"])
+        hist = {k: list(v) for k, v in resume["history"].items()}
+        first = int(resume["epoch"])
+    deadline = _Deadline(time_budget, resume["seconds"] if resume is not None else 0.0)
     stop_reason = "max_epochs"
     bs = int(config.batch_size)
 
@@ -130,7 +161,8 @@ def fit_regressor(train: Samples, val: Samples, config: RegressorConfig, *, devi
                 cnt += len(xb)
         return tot / max(cnt, 1)
 
-    epochs = tqdm(range(config.max_epochs), desc="regressor", unit="epoch", disable=not progress)
+    epochs = tqdm(range(first, config.max_epochs), desc="regressor", unit="epoch", disable=not progress,
+                  initial=first, total=config.max_epochs)
     for epoch in epochs:
         t_ep = time.monotonic()
         net.train()
@@ -171,6 +203,10 @@ def fit_regressor(train: Samples, val: Samples, config: RegressorConfig, *, devi
         if (reason := stopper.stop_reason(out_of_time)) is not None:
             stop_reason = reason
             break
+        if on_epoch is not None and epoch + 1 < config.max_epochs:
+            on_epoch({"epoch": epoch + 1, "net": net.state_dict(), "optimizer": opt.state_dict(),
+                      "scheduler": None if sched is None else sched.state_dict(), "stopper": stopper.state(),
+                      "generator": gen.get_state(), "history": hist, "seconds": deadline.elapsed()})
     epochs.close()
     if stopper.best_state is not None:
         net.load_state_dict(stopper.best_state)
@@ -185,7 +221,7 @@ def fit_regressor(train: Samples, val: Samples, config: RegressorConfig, *, devi
 
 def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowConfig, *,
              dequantize_widths=(0.0, 0.0), device=None, seed: int = 0, time_budget: float | None = None,
-             progress: bool = True):
+             progress: bool = True, resume: dict | None = None, on_epoch=None):
     """Train the conditional flow p(y | y_hat) by maximum likelihood.
 
     Training pairs are (y, y_hat) with y the true (log10|Ue4|, log10 dm2) of a training
@@ -194,6 +230,7 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
     within +-width/2 (``dequantize_widths`` = grid spacing in log10 units), so the flow learns
     a continuous density rather than spikes on the training grid. Early stopping on the
     validation negative log-likelihood (fixed y_hat draws and jitter, flow dropout off).
+    ``resume``/``on_epoch``: see the module docstring.
     """
     dev = resolve_device(device)
     regressor.to(dev)
@@ -240,11 +277,22 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
         # the flow's own dropout layers (normflows nn.Dropout) draw from the global generator
         torch.manual_seed(as_seed((seed, 24)))
         stopper = _EarlyStopping(config.patience, config.min_delta, relative=False)
-        deadline = _Deadline(time_budget)
         hist = {"train_nll": [], "val_nll": [], "epoch_seconds": [], "skipped_batches": []}
+        first = 0
+        if resume is not None:
+            flow.flow.load_state_dict(resume["flow"])
+            opt.load_state_dict(resume["optimizer"])
+            stopper.load(resume["stopper"])
+            torch.set_rng_state(resume["rng"])
+            if fork:
+                torch.cuda.set_rng_state(resume["cuda_rng"], fork[0])
+            hist = {k: list(v) for k, v in resume["history"].items()}
+            first = int(resume["epoch"])
+        deadline = _Deadline(time_budget, resume["seconds"] if resume is not None else 0.0)
         stop_reason = "max_epochs"
         bs = int(config.batch_size)
-        epochs = tqdm(range(config.max_epochs), desc="flow", unit="epoch", disable=not progress)
+        epochs = tqdm(range(first, config.max_epochs), desc="flow", unit="epoch", disable=not progress,
+                      initial=first, total=config.max_epochs)
         for epoch in epochs:
             t_ep = time.monotonic()
             flow.flow.train()
@@ -285,6 +333,11 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
             if (reason := stopper.stop_reason(out_of_time)) is not None:
                 stop_reason = reason
                 break
+            if on_epoch is not None and epoch + 1 < config.max_epochs:
+                on_epoch({"epoch": epoch + 1, "flow": flow.flow.state_dict(), "optimizer": opt.state_dict(),
+                          "stopper": stopper.state(), "rng": torch.get_rng_state(),
+                          "cuda_rng": torch.cuda.get_rng_state(fork[0]) if fork else None,
+                          "history": hist, "seconds": deadline.elapsed()})
         epochs.close()
     if stopper.best_state is None:
         raise FloatingPointError("the flow's validation loss was never finite: training diverged "

@@ -16,21 +16,24 @@ Scales (:data:`SCALES`; every number is in the report and in ``steps/*.json``)
            batch 32 with patience 50, dominates).
 ``paper-fast`` the same data, grids, samples, toys and trials as ``paper``, but training with
            the ``fast`` preset (:meth:`fcmlc.models.TrainConfig.fast`: same architectures, larger
-           regressor batch, patience 8, a 14-minute budget for both networks). The paper-scale
+           regressor batch, patience 8, at most 20 flow epochs). The paper-scale
            run that fits in an afternoon on 2 CPU cores (``--task all`` 65-85 minutes, see
            ``benchmarks/RESULTS.md``).
 ``small``  one task in at most ~5 minutes on 2 CPU cores: 25 x 25 grid x 100 realizations
            (50 per point leave the flow too few examples for closed signal contours), the
-           ``fast`` training preset with at most 100 regressor / 15 flow epochs and a 150 s
-           wall-clock budget for both networks, KDE grid 20 x 20, posterior grid 24 x 24,
+           ``fast`` training preset with at most 100 regressor / 15 flow epochs, KDE grid
+           20 x 20, posterior grid 24 x 24,
            300 MC-dropout samples per fit (20 for the MSE maps), 200 FC toys per grid point on
            the same 25 x 25 grid, 300 coverage trials.
 ``tiny``   for tests only (seconds, not meaningful physics): 13 x 13 grid x 20 realizations,
-           at most 8 / 4 epochs within 30 s, KDE grid 12 x 12, posterior grid 14 x 14, 100 MC
+           at most 8 / 4 epochs, KDE grid 12 x 12, posterior grid 14 x 14, 100 MC
            samples (20 for the MSE maps), 50 FC toys, 100 coverage trials.
 
-When a training time budget stops training, the model (and what follows) depends on the
-machine's speed; the stop reason of each network is in the report.
+Training stops on epochs and patience at every scale, so the same seed gives the same model
+however fast or busy the machine. A training overlay with a ``time_budget`` would make the model (and what follows)
+depend on the machine's speed and load; the report then says so, with the stop reason of each
+network. An interrupted training step resumes from its checkpoint (``work/model.partial``, see
+:func:`fcmlc.models.train`) and ends with the same model.
 
 Re-use and refusal
 ------------------
@@ -43,8 +46,8 @@ outputs exist. A record with *different* settings is refused with a ValueError n
 differences (use another output directory, or delete that directory to recompute): results of
 different settings are never mixed silently. A step whose record is missing (interrupted run)
 is recomputed; the simulation and Feldman-Cousins files resume where they stopped.
-``threads`` is not a setting: results do not depend on it (except training stopped by a time
-budget, see above).
+``threads`` is not a setting: results do not depend on it (training always runs on
+``TRAIN_TORCH_THREADS`` torch threads).
 
 Observed data (Fig. 5): BEST and GALLIUM use the published ratios built into their models;
 PROSPECT, DANSS and NEOS use their public releases from ``data_dir`` (default

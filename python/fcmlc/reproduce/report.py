@@ -105,6 +105,9 @@ def _settings(sc: Scale, R) -> list:
         f"MSE {fmt(tr['regressor']['best_val_mse'])} (standardised units) |",
         f"| flow | {tr['flow']['epochs']} epochs (stop: {tr['flow']['stop_reason']}), best validation NLL "
         f"{fmt(tr['flow']['best_val_nll'])} nats |",
+        (f"| **machine-dependent model** | {tr.get('machine_dependent_reason')} |" if tr.get("machine_dependent") else
+         "| training stop | epochs and patience only: the same seed gives the same model however fast or busy the "
+         "machine |"),
         f"| Feldman-Cousins | {sc.fc_toys} toys per grid point on the same {g[0]} x {g[1]} grid, levels "
         f"{', '.join(f'{x:g}' for x in FC_LEVELS)}; median critical values "
         + ", ".join(f"{k}: {fmt(v)} (Wilks {fmt(R['feldman_cousins']['wilks_2dof'][k])})"

@@ -146,21 +146,20 @@ def train_step(run: TaskRun, recs) -> dict:
 
     cfg = json.loads(json.dumps(run.scale.train))
     cfg["threads"] = TRAIN_TORCH_THREADS
-    # a directory: trained under a temporary name, renamed into place when complete
-    tmp = run.work / "model.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model = train(run.work / "sim.h5", out=tmp, config=cfg, seed=run.seed, progress=run.progress)
-    final = run.work / "model"
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    # train writes the model directory all or nothing and checkpoints every epoch in model.partial/,
+    # so an interrupted step resumes there; a model.partial holding a config.json is a model
+    # directory partly written by an older fcmlc (before checkpoints), useless now
+    if (run.work / "model.partial" / "config.json").exists():
+        shutil.rmtree(run.work / "model.partial")
+    model = train(run.work / "sim.h5", out=run.work / "model", config=cfg, seed=run.seed, progress=run.progress)
     tr = model.info["training"]
     r, f = tr["regressor"], tr["flow"]
     return {"regressor": {k: r.get(k) for k in ("epochs", "best_epoch", "best_val_mse", "stop_reason", "seconds",
                                                  "n_train", "n_val")},
             "flow": {k: f.get(k) for k in ("epochs", "best_epoch", "best_val_nll", "stop_reason", "seconds")},
             "transition_seconds": tr["transition_seconds"], "total_seconds": tr["total_seconds"],
+            "machine_dependent": bool(tr.get("machine_dependent")),
+            "machine_dependent_reason": tr.get("machine_dependent_reason"), "resumed": len(tr.get("resumed", [])),
             "device": tr["device"], "torch_threads": tr["torch_threads"],
             "hidden": list(model.regressor.net.architecture().get("hidden", [])),
             "yhat_shape": [int(model.yhat_grid.n_ue4), int(model.yhat_grid.n_dm2)],
