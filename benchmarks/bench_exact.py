@@ -26,9 +26,9 @@ from fcmlc.simulation import expectation_rows, realizations  # noqa: E402
 
 
 class NumpyExact:
-    """The same -2 log L with NumPy: per point, chi2 = x^T C^+ x - |L_p^-1 b_p|^2 + log det G'_p
-    (b_p = E^T diag(mu_p) C^+ x) for covariance experiments, the linearised pulls Gaussian for
-    the others. The per-point factors are precomputed (not timed per vector)."""
+    """The same -2 log L with NumPy: the direction likelihood of shape-only experiments (radial
+    least squares per point with C^+), chi2 + log det G' for normalisations with a prior, the
+    Gaussian for plain ones, the linearised pulls Gaussian for the others. The per-point factors are precomputed (not timed per vector)."""
 
     def __init__(self, exps, grid):
         pts = grid.points()
@@ -47,6 +47,9 @@ class NumpyExact:
                 self.parts.append(("plain", e.n_bins, mu, Ci, None))
                 continue
             E = e.normalisation_matrix
+            if e.shape_only:  # the likelihood of the group directions (Laplace over the radial scales)
+                self.parts.append(("shape", e.n_bins, (mu, E), Ci, None))
+                continue
             U = mu[:, :, None] * E[None]  # (P, n, k)
             G = np.einsum("pnk,nm,pml->pkl", U, Ci, U) + (np.eye(k) / e.norm_prior**2 if e.norm_prior > 0 else 0)
             L = np.linalg.cholesky(G)
@@ -62,6 +65,15 @@ class NumpyExact:
             if kind == "pulls":
                 z = np.linalg.solve(b, (xe - a)[..., None])[..., 0]
                 out = out + np.einsum("pi,pi->p", z, z) + ld
+            elif kind == "shape":
+                mu, E = a
+                u = xe / np.sqrt((xe**2) @ E)[np.argmax(E, axis=1)]
+                Ud = u[:, None] * E  # (n, k): the data's directions
+                H = Ud.T @ b @ Ud
+                B = mu @ b @ Ud  # (P, k)
+                r = np.linalg.solve(H, B.T).T
+                q = np.einsum("pi,ij,pj->p", mu, b, mu) - np.einsum("pk,pk->p", B, r)
+                out = out + q - 2 * (np.log(np.maximum(r, 1e-300)) @ (E.sum(0) - 1))
             elif kind == "plain":
                 r = xe - a
                 out = out + np.einsum("pi,ij,pj->p", r, b, r)
