@@ -182,12 +182,24 @@ class ExactModel:
         self.prior = prior if isinstance(prior, str) else "weights"
         off = np.concatenate([[0], np.cumsum(self.n_bins_each)]).astype(int)
         self.columns = tuple(slice(int(a), int(b)) for a, b in zip(off[:-1], off[1:]))
-        self.chi2_models = tuple(Chi2Model([e], grid) for e in exps)
-        # -2 log L_e = chi2_e + log det G'_e (covariance kind) or the linearised pulls Gaussian.
+        self._chi2_models = [None] * len(exps)  # built when first needed (the setup's main cost)
+        # -2 log L_e: the linearised pulls Gaussian, the shape-only direction likelihood, or
+        # chi2_e + log det G'_e (plain covariance, normalisations with a prior).
         self._direct = tuple(_PullsPart(e, grid) if e.kind == "pulls" else
                              _ShapePart(e, grid) if getattr(e, "shape_only", False) else None for e in exps)
-        self._log_det = tuple(None if pp is not None else m.normalisation_log_det().ravel()
-                              for m, pp in zip(self.chi2_models, self._direct))
+        self._log_det = tuple(None if pp is not None else self.chi2_model(i).normalisation_log_det().ravel()
+                              for i, pp in enumerate(self._direct))
+
+    def chi2_model(self, i: int) -> Chi2Model:
+        """The :class:`~fcmlc.frequentist.Chi2Model` of experiment ``i`` on this grid (built on first use)."""
+        if self._chi2_models[i] is None:
+            self._chi2_models[i] = Chi2Model([self.experiments[i]], self.grid)
+        return self._chi2_models[i]
+
+    @property
+    def chi2_models(self) -> tuple:
+        """One :class:`~fcmlc.frequentist.Chi2Model` per experiment (the frequentist methods' chi2)."""
+        return tuple(self.chi2_model(i) for i in range(len(self.experiments)))
 
     @property
     def n_bins(self) -> int:
@@ -209,11 +221,12 @@ class ExactModel:
         X, single = self.data_matrix(x)
         g = self.grid
         out = np.zeros((X.shape[0], g.n_points))
-        for m, c, pp, ld in zip(self.chi2_models, self.columns, self._direct, self._log_det):
+        for i, (c, pp, ld) in enumerate(zip(self.columns, self._direct, self._log_det)):
             if pp is not None:
                 out += pp.minus2_log_like(X[:, c])
             else:
-                out += m.chi2(np.ascontiguousarray(X[:, c]), threads=self.threads).chi2.reshape(X.shape[0], -1) + ld
+                scan = self.chi2_model(i).chi2(np.ascontiguousarray(X[:, c]), threads=self.threads)
+                out += scan.chi2.reshape(X.shape[0], -1) + ld
         out = out.reshape(X.shape[0], g.n_dm2, g.n_ue4)
         return out[0] if single else out
 
