@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import glob
 import io
 import json
 import math
@@ -51,7 +52,7 @@ def _remove_stale_temporaries(path: Path) -> None:
     """Remove ``{name}.{pid}.tmp`` siblings of `path` left by processes that no longer run
     (a run killed with kill -9 cannot clean up after itself)."""
     with contextlib.suppress(OSError):
-        for q in path.parent.glob(f"{path.name}.*{_TMP}"):
+        for q in path.parent.glob(f"{glob.escape(path.name)}.*{_TMP}"):
             pid = q.name[len(path.name) + 1:-len(_TMP)]
             if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
                 if q.is_dir():

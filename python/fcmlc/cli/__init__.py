@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import signal
 import sys
 
@@ -21,7 +22,7 @@ from ..exceptions import DiskFullError, FormatError, OutputExistsError
 from . import exact, frequentist, inference, reproduce, simulate, validation
 from ._args import add_common_generation_args, add_grid_args, grid_from_args, parse_experiments
 
-__all__ = ["build_parser", "main", "add_common_generation_args", "add_grid_args", "grid_from_args",
+__all__ = ["build_parser", "main", "entry", "add_common_generation_args", "add_grid_args", "grid_from_args",
            "parse_experiments", "EXIT_CODES"]
 
 #: The command groups, in the order `fcmlc --help` lists their commands.
@@ -30,7 +31,8 @@ COMMAND_GROUPS = (simulate, inference, exact, frequentist, validation, reproduce
 #: Exit status of `fcmlc` by outcome (also in `fcmlc --help` and the README).
 EXIT_CODES = {
     "success": 0,
-    "bad input": 2,  # a bad argument or input value, inputs that do not match, an output that exists
+    "bad input": 2,  # a bad argument or input value, inputs that do not match, an output that exists or is
+    # of the wrong kind (a directory for a file)
     "file error": 3,  # a file missing, unreadable or unwritable (permissions), truncated, corrupt
     "disk full": 4,  # no space left, a disk quota, or the file-size limit (ulimit -f)
     "out of memory": 5,
@@ -38,7 +40,7 @@ EXIT_CODES = {
 }
 
 _EPILOG = ("exit status: 0 success; 2 bad input (arguments, input values, mismatched inputs, an output that "
-           "exists without --overwrite); 3 a file missing, unreadable, unwritable, truncated or corrupt; 4 disk "
+           "exists without --overwrite or is of the wrong kind); 3 a file missing, unreadable, unwritable, truncated or corrupt; 4 disk "
            "full or file-size limit (ulimit -f); 5 out of memory; 130 interrupted by Ctrl-C (143: SIGTERM). "
            "simulate and fc stop between chunks when interrupted and resume when rerun; other commands leave "
            "their previous outputs unchanged.")
@@ -78,33 +80,36 @@ def _os_error(e: OSError) -> tuple[str, int]:
     return _one_line(text + (f" ({hint})" if hint and hint not in text else "")), code
 
 
-def _failure(e: BaseException) -> tuple[str, int] | None:
-    """(one-line message, exit status) of an expected failure; None for a bug (traceback)."""
+def _failure(e: BaseException) -> tuple[str, int]:
+    """(one-line message, exit status) of an expected failure (an interruption, MemoryError,
+    OSError or ValueError; any other exception is a bug and keeps its traceback)."""
     if isinstance(e, KeyboardInterrupt):
         signum = getattr(e, "signum", None) or interrupt_signal() or signal.SIGINT
-        return _one_line(e) or "interrupted", 128 + int(signum)
+        text = _one_line(e)
+        if text in ("", "interrupted"):
+            text = "interrupted (no partial output is left: every output is written whole or not at all)"
+        return text, 128 + int(signum)
     if isinstance(e, MemoryError):
         return (f"out of memory: {_one_line(e) or 'an allocation failed'} (use a smaller grid or fewer samples, "
                 "or free memory)"), EXIT_CODES["out of memory"]
     if isinstance(e, FormatError):  # a file is unreadable, truncated or corrupt
         return _one_line(e), EXIT_CODES["file error"]
-    if isinstance(e, OutputExistsError):
-        return _one_line(e), EXIT_CODES["bad input"]
+    if isinstance(e, (OutputExistsError, IsADirectoryError, NotADirectoryError)):  # -o names the wrong thing
+        return _one_line(e.strerror if isinstance(e, OSError) and e.strerror else e), EXIT_CODES["bad input"]
     if isinstance(e, DiskFullError):
         return _one_line(e), EXIT_CODES["disk full"]
     if isinstance(e, OSError):
         return _os_error(e)
-    if isinstance(e, ValueError):
-        return _one_line(e), EXIT_CODES["bad input"]
-    return None
+    return _one_line(e), EXIT_CODES["bad input"]  # a ValueError
 
 
 def main(argv=None) -> int:
     """Run `fcmlc` with ``argv`` (default: the process's arguments); returns the exit status
     (:data:`EXIT_CODES`), printing one line on stderr for any expected failure. Ctrl-C and
     SIGTERM are handled for the whole command (restored after)."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    command = " ".join(["fcmlc"] + [a for a in argv[:1] if not a.startswith("-")])
     with catch_signals():
-        command = "fcmlc"
         try:
             args = build_parser().parse_args(argv)
             command = f"fcmlc {args.command}"
@@ -116,9 +121,19 @@ def main(argv=None) -> int:
                 return 128 + int(signum)
             return rc
         except (KeyboardInterrupt, MemoryError, OSError, ValueError) as e:
-            failure = _failure(e)
-            if failure is None:  # pragma: no cover - _failure knows every type caught here
-                raise
-            message, code = failure
+            message, code = _failure(e)
             print(f"{command}: {'error: ' if code < 128 else ''}{message}", file=sys.stderr)
             return code
+
+
+def entry() -> None:
+    """The `fcmlc` program (console script and ``python -m fcmlc``): :func:`main`, then exit with
+    its status. After an interruption the process ends at once (its files are closed by then),
+    without waiting for a chunk still being computed in a worker thread, and without finalizing
+    a library whose import the signal may have cut short."""
+    status = main()
+    if status >= 128:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)

@@ -35,14 +35,14 @@ def register(subparsers) -> None:
 
 
 def cmd_exact(args) -> int:
+    check_threads(args.threads, "--threads")
+    grid = grid_from_args(args)
+    out = OutputDir(args.output, EXACT_OUTPUTS, args.overwrite)
     # scipy and the experiment models: loaded by the command only, so `fcmlc --help` stays fast
     from .. import experiments as ex
     from ..diagnostics import diagnose
     from ..exact import ExactModel
 
-    check_threads(args.threads, "--threads")
-    grid = grid_from_args(args)
-    out = OutputDir(args.output, EXACT_OUTPUTS, args.overwrite)
     exps = [ex.load(e, data_dir=args.data_dir) if isinstance(e, str) else e for e in parse_experiments(args.experiments)]
     t0 = time.perf_counter()
     model = ExactModel(exps, grid, prior=args.prior, threads=args.threads)

@@ -67,21 +67,23 @@ def register(subparsers) -> None:
 # ------------------------------------------------------------------------------------ coverage
 
 def cmd_coverage(args) -> int:
-    # matplotlib, torch and scipy (through the validation stage): loaded by the command only, so
-    # `fcmlc --help` stays fast
-    from matplotlib.figure import Figure
-
-    from ..models import FCMLC
-    from ..validation import coverage
-
     check_positive_int(args.trials, "--trials")
     out = OutputDir(args.output, COVERAGE_OUTPUTS, args.overwrite)  # checked before the trials, not after
     if args.grid is not None:
         args.grid.require_memory(MIN_BYTES_PER_POINT, "the grid's tables alone")
+    # matplotlib, torch and scipy (through the validation stage): loaded by the command only, so
+    # `fcmlc --help` stays fast (and after the checks, so a bad output fails at once)
+    from matplotlib.figure import Figure
+
+    from ..frequentist import FCResult
+    from ..models import FCMLC
+    from ..validation import coverage
+
+    fc = None if args.fc is None else FCResult.load(args.fc)  # a damaged file is refused before the trials
     model = FCMLC.load(args.model, device="cpu")
     eset = model_experiments(model)
     t0 = time.perf_counter()
-    res = coverage(model, trials=args.trials, levels=args.levels, seed=args.seed, methods=args.methods, fc=args.fc,
+    res = coverage(model, trials=args.trials, levels=args.levels, seed=args.seed, methods=args.methods, fc=fc,
                    n_samples=args.samples, threads=args.threads, truths=args.truths, grid=args.grid,
                    experiments=eset.experiments, band=args.band, progress=not args.no_progress)
     dt = time.perf_counter() - t0
@@ -110,13 +112,14 @@ def cmd_coverage(args) -> int:
 # ------------------------------------------------------------------------------------ compare
 
 def cmd_compare(args) -> int:
-    # torch and scipy (through the validation stage): loaded by the command only, so `fcmlc --help` stays fast
-    from ..models import FCMLC
-    from ..validation import compare
-
     out = OutputDir(args.output, COMPARE_OUTPUTS, args.overwrite)
     if args.grid is not None:
         args.grid.require_memory(MIN_BYTES_PER_POINT, "the grid's tables alone")
+    # torch and scipy (through the validation stage): loaded by the command only, so `fcmlc --help`
+    # stays fast (and after the checks, so a bad output fails at once)
+    from ..models import FCMLC
+    from ..validation import compare
+
     model = FCMLC.load(args.model, device="cpu")
     src = model_data_source(model, data_dir=args.data_dir, **data_source_options(args))
     x, truth, source = src.x, src.truth, src.description
