@@ -223,10 +223,10 @@ def run_output(path, output: ChunkedOutput, compute, scheduler=None, remote=None
     with deferred_interrupts():
         check_interrupt(f"interrupted before any chunk was computed; {path} is kept: {resume}")
         with h5_writer(path, "r+") as w:
-            w.guard.reserve()  # the blocks of a sparse file, before any work
-            w.guard.check()
             f = _CheckedFile(w)
             try:
+                w.guard.reserve()  # the blocks of a sparse file, before any work
+                w.guard.check()
                 run_chunks(tasks, compute, lambda task, result, seconds: output.write(f, task, result, seconds),
                            scheduler, remote, shared, remote_args, desc, size, rate)
             except KeyboardInterrupt as e:
