@@ -497,3 +497,26 @@ def test_no_hdf5_file_is_written_around_the_guard():
         for m in re.finditer(r"h5py\.File\(([^)]*)\)", p.read_text()):
             assert m.group(1).rstrip().endswith('"r"') or m.group(0) == "h5py.File(self.guard, mode)", \
                 (p.name, m.group(0))
+
+
+def test_files_without_checksums_are_finished_and_read_unchecked(work, tmp_path):
+    """A dataset or FC file begun by an fcmlc without the checksums is resumed (without them)
+    and read with the finiteness check only."""
+    old = tmp_path / "old.h5"
+    shutil.copy(work["ref"], old)
+    with h5py.File(old, "r+") as f:
+        del f["progress/crc32"], f["progress/bounds"]
+        f["progress/done"][50:] = 0
+        f.attrs["complete"] = False
+    assert main(SIM + ["-o", str(old)]) == 0
+    with open_dataset(old) as ds, open_dataset(work["ref"]) as ref:
+        assert np.array_equal(ds.features(), ref.features())
+    fc = tmp_path / "fc.h5"
+    shutil.copy(work["fc"], fc)
+    with h5py.File(fc, "r+") as f:
+        del f["crc32"]
+        f["done"][40:] = 0
+        f.attrs["complete"] = False
+    res = feldman_cousins(["BEST"], FC_GRID, n_toys=40, seed=1, out=fc, progress=False)
+    assert res.complete
+    np.testing.assert_array_equal(res.critical, FCResult.load(work["fc"]).critical)

@@ -32,6 +32,7 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import h5py
@@ -304,7 +305,7 @@ def _wait(fut):
     while True:
         try:
             return fut.result(timeout=POLL_S)
-        except TimeoutError:
+        except FutureTimeout:  # (the built-in TimeoutError from Python 3.11 on)
             check_interrupt()
 
 
