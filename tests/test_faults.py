@@ -520,3 +520,28 @@ def test_files_without_checksums_are_finished_and_read_unchecked(work, tmp_path)
     res = feldman_cousins(["BEST"], FC_GRID, n_toys=40, seed=1, out=fc, progress=False)
     assert res.complete
     np.testing.assert_array_equal(res.critical, FCResult.load(work["fc"]).critical)
+
+
+def test_sigint_in_fc_stops_between_chunks_and_resumes(work, tmp_path):
+    args = ["fc", "--experiments", "BEST", "--grid", "12", "--toys", "200", "--chunk-points", "2", "--threads", "1",
+            "--no-progress"]
+    assert main(args + ["-o", str(tmp_path / "ref.h5")]) == 0
+    out = tmp_path / "cut.h5"
+    err = ""
+    for delay in (0.8, 0.4, 0.2, 0.1):
+        p = subprocess.Popen(fcmlc_cmd(args + ["-o", out]), cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        _started(p)
+        time.sleep(delay)
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+            _, err = p.communicate(timeout=60)
+            if p.returncode != 0:
+                break
+        p.communicate()
+        out.unlink()  # finished before the signal: again, sooner
+    assert p.returncode == EXIT_CODES["interrupted"], err
+    one_line(err, "fcmlc fc: interrupted")
+    assert main(args + ["-o", str(out)]) == 0
+    a, b = FCResult.load(out), FCResult.load(tmp_path / "ref.h5")
+    assert a.complete and np.array_equal(a.critical, b.critical, equal_nan=True)
