@@ -161,15 +161,16 @@ KILL_SCRIPT = textwrap.dedent("""
     orig = DatasetOutput.write
     n = dict(calls=0)
 
-    def dying(self, f, c, parts, seconds):
+    def dying(self, f, c, result, seconds):
         n["calls"] += 1
         if n["calls"] == 5:
             if mode == "mid-write":  # half the chunk's data on disk, not marked done
                 p0 = c * self.chunk_points
+                parts = result[0]
                 f["data"][self.spec.experiments[0]][p0:p0 + 1] = np.full_like(parts[0][:1], 1e30)
                 f.flush()
             os.kill(os.getpid(), signal.SIGKILL)
-        return orig(self, f, c, parts, seconds)
+        return orig(self, f, c, result, seconds)
 
     if mode != "none":
         DatasetOutput.write = dying

@@ -447,12 +447,20 @@ def test_cli_coverage_and_compare_end_to_end(best_model_dir, tmp_path, capsys):
     s = json.loads((cmp_out / "comparison.json").read_text())
     assert set(s["iou"]) == {"0.9", "0.95"} and "realization" in s["input"]
 
+    # an earlier run's outputs are refused before any trial runs, unless --overwrite
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(FileExistsError, match="already holds coverage.npz.*--overwrite"):
+        _run_cli(["coverage", str(path), "--trials", "5", "-o", str(out)])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+    fresh = tmp_path / "fresh"
     with pytest.raises(ValueError, match="levels"):
-        _run_cli(["coverage", str(path), "--trials", "5", "-o", str(out), "--levels", "0.9", "1.2"])
+        _run_cli(["coverage", str(path), "--trials", "5", "-o", str(fresh), "--levels", "0.9", "1.2"])
     with pytest.raises(ValueError, match="--seed only applies"):
-        _run_cli(["compare", str(path), "--observed", "--seed", "3", "-o", str(cmp_out)])
+        _run_cli(["compare", str(path), "--observed", "--seed", "3", "-o", str(fresh)])
     with pytest.raises(ValueError, match="--trials"):
-        _run_cli(["coverage", str(path), "--trials", "0", "-o", str(out)])
+        _run_cli(["coverage", str(path), "--trials", "0", "-o", str(fresh)])
+    assert not fresh.exists()  # nothing written, not even the directory
 
 
 class ExactModelStandIn:

@@ -6,32 +6,113 @@ and :func:`fcmlc.frequentist.feldman_cousins` (critical values:
 :class:`fcmlc.frequentist.fc_result.FCOutput`). Each output is a :class:`ChunkedOutput`; its
 life is
 
-1. :func:`open_output`: a new file is laid out completely (settings in its attributes, every
-   dataset allocated at creation, so writing a chunk never changes HDF5 metadata) under a
-   temporary name and renamed into place; an existing one is checked first: a file that is not
-   HDF5, of another kind, or made with other settings is refused and left untouched unless
-   ``overwrite``;
+1. :func:`open_output`: the output location is checked (writable, room for the whole file:
+   ``ChunkedOutput.nbytes``); a new file is laid out completely (settings in its attributes,
+   every dataset allocated and its blocks reserved at creation, so writing a chunk never changes
+   HDF5 metadata nor needs more space) under a temporary name and renamed into place; an
+   existing one is checked first: a file that is not HDF5, of another kind, or made with other
+   settings is refused and left untouched unless ``overwrite``;
 2. :func:`run_output`: the pending chunks are computed (:func:`run_chunks`: locally, the next
    chunk computed while the previous one is written, or on a Dask cluster with a bounded number
    of tasks in flight) and each is written and flushed *before* it is marked done, so a run
-   killed mid-write leaves a readable file whose unfinished chunk is simply redone; SIGTERM
-   becomes KeyboardInterrupt, and an interrupted run says how far it got and how to resume.
+   killed mid-write leaves a readable file whose unfinished chunk is simply redone.
+
+Interruption: Ctrl-C (SIGINT) and SIGTERM only set a flag while chunks run
+(:func:`deferred_interrupts`); the loop checks it between chunks (and every 50 ms while it
+waits for one), stops, and raises :class:`fcmlc.exceptions.Interrupted` saying how far it got
+and how to resume. No exception is ever raised asynchronously inside HDF5 or a worker thread,
+so an interruption is never lost. Every HDF5 write goes through :func:`fcmlc._io.h5_writer`: a
+failed write (disk full, file-size limit) raises DiskFullError / OSError before the chunk is
+marked done.
 """
 from __future__ import annotations
 
 import contextlib
 import signal
-import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
 import h5py
 
-from ._io import atomic_path
-from .exceptions import FormatError, IncompatibleError
+from ._io import atomic_path, check_not_dir, check_output_file, h5_writer
+from .exceptions import DiskFullError, FormatError, IncompatibleError, Interrupted
 
 _CHOOSE = "choose another output path or pass overwrite=True (--overwrite)"
+#: Seconds between checks of the interruption flag while a chunk is computed.
+POLL_S = 0.05
+
+
+# --- interruption ------------------------------------------------------------------------------
+
+
+class _SignalState:
+    def __init__(self):
+        self.pending = None  # the signal received, if any
+        self.deferring = 0  # depth of deferred_interrupts blocks
+        self.installed = False
+
+
+_SIG = _SignalState()
+_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM") if hasattr(signal, n))
+
+
+def _on_signal(signum, frame):
+    first = _SIG.pending is None
+    if first:
+        _SIG.pending = signum
+    if _SIG.deferring and first:
+        return  # checked between chunks (a second signal stops at once)
+    raise Interrupted("interrupted", signum)
+
+
+@contextlib.contextmanager
+def catch_signals():
+    """Handle SIGINT and SIGTERM during the block (in the main thread; elsewhere, or nested,
+    nothing changes): outside :func:`deferred_interrupts` a signal raises Interrupted at once
+    (as Ctrl-C's KeyboardInterrupt would; SIGTERM too, so the block's cleanup runs), inside it
+    only sets the flag :func:`check_interrupt` reads. The previous handlers are restored after."""
+    if _SIG.installed or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = {s: signal.getsignal(s) for s in _SIGNALS}
+    _SIG.pending = None
+    _SIG.installed = True
+    try:
+        for s in _SIGNALS:
+            signal.signal(s, _on_signal)
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        _SIG.installed = False
+
+
+@contextlib.contextmanager
+def deferred_interrupts():
+    """During the block a first SIGINT / SIGTERM only sets a flag (checked by
+    :func:`check_interrupt` at safe points); installs the handlers when no
+    :func:`catch_signals` block is active."""
+    with catch_signals():
+        _SIG.deferring += 1
+        try:
+            yield
+        finally:
+            _SIG.deferring -= 1
+
+
+def interrupt_signal() -> int | None:
+    """The signal received in the current :func:`catch_signals` block, or None."""
+    return _SIG.pending if _SIG.installed else None
+
+
+def check_interrupt(message: str = "interrupted") -> None:
+    """Raise Interrupted(`message`) when a signal was received (a safe point of a long job)."""
+    signum = interrupt_signal()
+    if signum is not None:
+        raise Interrupted(message, signum)
 
 
 class ChunkedOutput:
@@ -68,30 +149,63 @@ class ChunkedOutput:
         """The value of the file's ``complete`` attribute once the pending tasks are written."""
         raise NotImplementedError
 
+    def nbytes(self) -> int | None:
+        """The size of the finished file in bytes (an upper estimate), checked against the free
+        space and the file-size limit before any work; None: not known."""
+        return None
+
 
 def open_output(path, output: ChunkedOutput, overwrite: bool = False) -> bool:
     """Make `path` ready for `output`: check an existing file (True: it exists and was made with
     the same settings) or lay out a new one (False). Refused, never touched: a file that is not
     HDF5 or not ``output.kind`` (FormatError), or made with other settings (IncompatibleError;
-    both are ValueErrors) unless ``overwrite``, which replaces it."""
-    path = Path(path)
-    if path.exists() and not overwrite:
+    both are ValueErrors) unless ``overwrite``, which replaces it (only once the new file is laid
+    out). Refused before anything is written: a directory at `path`, an unwritable location, or
+    too little space for ``output.nbytes()`` (DiskFullError)."""
+    path = check_not_dir(path)
+    resume = path.exists() and not overwrite
+    if resume:
         try:
             with h5py.File(path, "r") as f:
                 diffs = output.inspect(f)
+                finished = not diffs and not output.pending(f) and bool(f.attrs["complete"]) == output.finished(f)
         except OSError as e:
-            raise FormatError(f"{path} exists and is not {output.kind}: it cannot be read as HDF5 ({e}); "
-                              f"{_CHOOSE}") from None
+            raise FormatError(f"{path} exists and is not {output.kind}: it cannot be read as HDF5 "
+                              f"({' '.join(str(e).split())}); {_CHOOSE}") from None
         except (KeyError, FormatError) as e:
             raise FormatError(f"{path} exists and is not {output.kind} ({e}); {_CHOOSE}") from None
         if diffs:
             raise IncompatibleError(f"{path} exists and was made with different settings ({'; '.join(diffs)}); "
                                     f"refusing to resume or overwrite it: {_CHOOSE}")
+        if finished:
+            return True  # nothing to write: not even write access is needed
+    check_output_file(path, output.nbytes(), replace=not resume)
+    if resume:
         return True
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        output.layout(f)
+    with atomic_path(path) as tmp, h5_writer(tmp, "w", reserve=True, name=path) as w:
+        output.layout(w.file)
     return False
+
+
+class _CheckedFile:
+    """The h5py.File of a running output as :meth:`ChunkedOutput.write` sees it: ``flush``
+    raises a write that failed, so a chunk is never marked done after a failed write."""
+
+    def __init__(self, writer):
+        self._w = writer
+
+    def __getattr__(self, name):
+        return getattr(self._w.file, name)
+
+    def __getitem__(self, key):
+        return self._w.file[key]
+
+    def __contains__(self, key):
+        return key in self._w.file
+
+    def flush(self):
+        self._w.flush()
 
 
 def run_output(path, output: ChunkedOutput, compute, scheduler=None, remote=None, shared=None, remote_args=None,
@@ -99,22 +213,36 @@ def run_output(path, output: ChunkedOutput, compute, scheduler=None, remote=None
     """Compute and write the pending tasks of `path` (made by :func:`open_output`), then set its
     ``complete`` attribute to ``output.finished``. A file with nothing pending whose attribute
     is already right is not opened for writing. Arguments after `output` as in
-    :func:`run_chunks`."""
+    :func:`run_chunks`. Ctrl-C / SIGTERM stop it between chunks (Interrupted); a write that
+    fails raises DiskFullError / OSError; both say how much is kept and how to resume."""
     path = Path(path)
     with h5py.File(path, "r") as f:
         tasks = output.pending(f)
         if not tasks and bool(f.attrs["complete"]) == output.finished(f):
             return
-    with h5py.File(path, "r+") as f, sigterm_as_interrupt():
-        try:
-            run_chunks(tasks, compute, lambda task, result, seconds: output.write(f, task, result, seconds),
-                       scheduler, remote, shared, remote_args, desc, size, rate)
-        except KeyboardInterrupt:
-            f.flush()
-            print(f"\ninterrupted: {output.written(f)} written to {path}; rerun the same command to resume",
-                  file=sys.stderr)
-            raise
-        f.attrs["complete"] = output.finished(f)
+    resume = "rerun the same command to resume"
+    with deferred_interrupts():
+        check_interrupt(f"interrupted before any chunk was computed; {path} is kept: {resume}")
+        with h5_writer(path, "r+") as w:
+            f = _CheckedFile(w)
+            try:
+                w.guard.reserve()  # the blocks of a sparse file, before any work
+                w.guard.check()
+                run_chunks(tasks, compute, lambda task, result, seconds: output.write(f, task, result, seconds),
+                           scheduler, remote, shared, remote_args, desc, size, rate)
+            except KeyboardInterrupt as e:
+                with contextlib.suppress(OSError):
+                    w.flush()
+                raise Interrupted(f"interrupted: {output.written(w.file)} written to {path}; {resume}",
+                                  getattr(e, "signum", 2)) from None
+            except OSError as e:
+                kept = f"{output.written(w.file)} kept in {path}; {resume}"
+                if isinstance(e, DiskFullError):
+                    raise DiskFullError(f"{e}; {kept}") from None
+                raise OSError(e.errno, f"{e.strerror or e}; {kept}", e.filename) from None
+            w.file.attrs["complete"] = output.finished(w.file)
+            w.flush()
+        check_interrupt(f"interrupted after the last chunk: {path} is complete")
 
 
 def run_chunks(tasks, compute, write, scheduler=None, remote=None, shared=None, remote_args=None,
@@ -146,19 +274,39 @@ def run_chunks(tasks, compute, write, scheduler=None, remote=None, shared=None, 
         t0 = time.perf_counter()
         return compute(task), time.perf_counter() - t0
 
+    def checked(task, result, seconds):
+        done(task, result, seconds)
+        check_interrupt()
+
     try:
+        check_interrupt()
         if scheduler is not None:
-            map_bounded(scheduler, shared, tasks, remote, remote_args, done)
+            map_bounded(scheduler, shared, tasks, remote, remote_args, checked)
             return
-        with ThreadPoolExecutor(max_workers=1) as pool:
+        pool = ThreadPoolExecutor(max_workers=1)
+        ok = False
+        try:
             fut = pool.submit(timed, tasks[0]) if tasks else None
             for i, task in enumerate(tasks):
-                result, seconds = fut.result()
+                result, seconds = _wait(fut)
                 fut = pool.submit(timed, tasks[i + 1]) if i + 1 < len(tasks) else None
-                done(task, result, seconds)
+                checked(task, result, seconds)
+            ok = True
+        finally:
+            # on an interruption or error the chunk being computed is abandoned, not awaited
+            pool.shutdown(wait=ok, cancel_futures=True)
     finally:
         if bar is not None:
             bar.close()
+
+
+def _wait(fut):
+    """The result of `fut`, checking for an interruption every :data:`POLL_S` seconds."""
+    while True:
+        try:
+            return fut.result(timeout=POLL_S)
+        except FutureTimeout:  # (the built-in TimeoutError from Python 3.11 on)
+            check_interrupt()
 
 
 def map_bounded(scheduler, shared, tasks, fn, args_of, on_result, per_worker: int = 2) -> None:
@@ -174,41 +322,31 @@ def map_bounded(scheduler, shared, tasks, fn, args_of, on_result, per_worker: in
     except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError("Dask scale-out needs the 'dist' extra: pip install 'fcmlc[dist]'") from None
     client = scheduler if isinstance(scheduler, Client) else Client(scheduler)
+    inflight = {}
     try:
         shared_future = client.scatter(shared, broadcast=True)
         n_workers = max(1, len(client.scheduler_info()["workers"]))
         queue = list(tasks)
         running = as_completed()
-        inflight = {}
 
         def submit_next():
             task = queue.pop(0)
             fut = client.submit(fn, shared_future, *args_of(task), pure=False)
-            inflight[fut.key] = (task, time.perf_counter())
+            inflight[fut.key] = (task, time.perf_counter(), fut)
             running.add(fut)
 
         for _ in range(min(per_worker * n_workers, len(queue))):
             submit_next()
         for fut in running:
-            task, t0 = inflight.pop(fut.key)
+            task, t0, _ = inflight.pop(fut.key)
             on_result(task, fut.result(), time.perf_counter() - t0)
             del fut
             if queue:
                 submit_next()
+    except BaseException:  # interrupted or failed: the tasks still in flight are cancelled
+        with contextlib.suppress(Exception):
+            client.cancel([f for _, _, f in inflight.values()])
+        raise
     finally:
         if client is not scheduler:
             client.close()
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """Turn SIGTERM into KeyboardInterrupt so `kill` closes the file cleanly (kill -9 is safe too)."""
-    try:
-        old = signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
-    except ValueError:  # not in the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)

@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import _core
+from .exceptions import OutOfMemoryError
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - not on POSIX
+    resource = None
 
 #: K in sin^2(K dm2 L / E): 1e-12 / (4 * 197.3269804e-15), eV^-2 MeV / m.
 OSC_K: float = float(_core.OSC_K)
@@ -80,6 +87,39 @@ def averaged_survival_probability(ue4, dm2, L_lo, L_hi, E_lo, E_hi, threads=None
     flat = [np.ascontiguousarray(a, dtype=float).ravel() for a in arrs]
     m = _core.box_mean_sin2_elementwise(flat[1], flat[2], flat[3], flat[4], flat[5], threads)
     return (1.0 - sin2_2theta(flat[0]) * m).reshape(shape)
+
+
+def _read_int(path, key=None):
+    """An integer from a /proc or /sys file (the value after `key` in a "key: value kB" table),
+    or None."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if key is None:
+                    return int(line.split()[0])
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate, as far as the system says: available RAM and swap
+    (/proc/meminfo), the container's limit (cgroup v2 memory.max - memory.current) and the
+    address-space limit (``ulimit -v``), whichever is least; None when none is known."""
+    limits = []
+    avail = _read_int("/proc/meminfo", "MemAvailable:")
+    if avail is not None:
+        limits.append(avail + (_read_int("/proc/meminfo", "SwapFree:") or 0))
+    cg_max, cg_cur = _read_int("/sys/fs/cgroup/memory.max"), _read_int("/sys/fs/cgroup/memory.current")
+    if cg_max is not None and cg_cur is not None:
+        limits.append(cg_max - cg_cur)
+    if resource is not None:
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            limits.append(soft - (_read_int(f"/proc/{os.getpid()}/status", "VmSize:") or 0))
+    return max(0, min(limits)) if limits else None
 
 
 @dataclass(frozen=True)
@@ -156,6 +196,18 @@ class Grid:
         iu = np.abs(np.log10(self.ue4) - np.log10(ue4)).argmin()
         idm = np.abs(np.log10(self.dm2) - np.log10(dm2)).argmin()
         return int(self.index(iu, idm))
+
+    def require_memory(self, bytes_per_point: float, what: str = "this grid") -> None:
+        """Refuse (OutOfMemoryError, a MemoryError) a computation on this grid that needs
+        `bytes_per_point` per grid point when that is more than :func:`available_memory`: said
+        before the work, with what it would need, instead of failing half-way."""
+        need = float(bytes_per_point) * self.n_points
+        have = available_memory()
+        if have is not None and need > have:
+            raise OutOfMemoryError(
+                f"{what} on a {self.n_ue4} x {self.n_dm2} grid ({self.n_points:.3g} points) needs about "
+                f"{need / 2 ** 30:.3g} GiB of memory ({bytes_per_point:.4g} bytes per point) but {have / 2 ** 30:.3g} "
+                "GiB is available: use a smaller grid (--grid)")
 
     def to_dict(self) -> dict:
         return {"ue4_range": list(self.ue4_range), "dm2_range": list(self.dm2_range), "shape": list(self.shape)}

@@ -15,7 +15,8 @@ from . import _core
 from . import dataset as ds
 from . import experiments as ex
 from ._checks import UINT64_MAX, check_positive_int, check_seed, check_threads
-from ._resumable import open_output, run_output
+from ._io import check_not_dir
+from ._resumable import check_interrupt, deferred_interrupts, open_output, run_output
 from .physics import Grid, sin2_2theta
 
 
@@ -145,6 +146,26 @@ class Sampler:
                        norm_sigma=sigma)
         return cls(exp.name, "covariance", stream, exp.n_bins, factor_t=Ft, lower=lower)
 
+    def spread(self, mu) -> np.ndarray:
+        """Standard deviation of each bin of a realization at expectations `mu` (n, n_bins):
+        sqrt(C_ii + (norm_sigma mu_i)^2) for a covariance model, sqrt(mu_i^2 (J S J^T)_ii +
+        sigma_i^2) for pulls (S the pull covariance; its truncation only narrows the spread)."""
+        mu = np.atleast_2d(np.asarray(mu, dtype=float))
+        if self.kind == "pulls":
+            JL = self.J @ self.Lp
+            return np.sqrt(mu ** 2 * np.sum(JL ** 2, axis=1) + np.asarray(self.sigma, dtype=float) ** 2)
+        var = np.broadcast_to(np.sum(np.square(self.factor_t), axis=0), mu.shape)
+        if self.norm_groups is not None and self.norm_sigma > 0:
+            var = var + np.where(np.asarray(self.norm_groups) >= 0, (self.norm_sigma * mu) ** 2, 0.0)
+        return np.sqrt(var)
+
+    def bounds(self, mu, n_sigma: float = ds.RANGE_SIGMAS) -> np.ndarray:
+        """(2, n_bins): the lowest and highest value a realization at any of the expectations
+        `mu` (n, n_bins) can take but with probability ~0 (mu -/+ n_sigma standard deviations)."""
+        mu = np.atleast_2d(np.asarray(mu, dtype=float))
+        sd = self.spread(mu)
+        return np.stack([np.min(mu - n_sigma * sd, axis=0), np.max(mu + n_sigma * sd, axis=0)])
+
     def sample(self, mu, seed, point_ids, n_real, real_offset=0, float32=False, threads=None):
         mu = np.ascontiguousarray(mu, dtype=float)
         pid = np.ascontiguousarray(point_ids, dtype=np.int64)
@@ -194,16 +215,20 @@ class _Job:
     float32: bool
     chunk_points: int
 
-    def chunk(self, c: int, threads=None) -> list:
+    def chunk(self, c: int, threads=None) -> tuple:
+        """(realizations of each experiment at the chunk's grid points, their bounds
+        (:meth:`Sampler.bounds`)): what :class:`fcmlc.dataset.DatasetOutput` writes."""
         p0 = c * self.chunk_points
         p1 = min(p0 + self.chunk_points, self.grid.n_points)
-        pts = self.grid.points()[p0:p1]
         pid = np.arange(p0, p1, dtype=np.int64)
-        out = []
+        iu, idm = self.grid.unravel(pid)
+        ue4, dm2 = self.grid.ue4[iu], self.grid.dm2[idm]
+        out, bounds = [], []
         for exp, smp in zip(self.experiments, self.samplers):
-            mu = expectation_rows(exp, pts[:, 0], pts[:, 1])
+            mu = expectation_rows(exp, ue4, dm2)
             out.append(smp.sample(mu, self.seed, pid, self.n_per_point, 0, self.float32, threads))
-        return out
+            bounds.append(smp.bounds(mu))
+        return out, bounds
 
 
 def default_chunk_points(n_bins_total: int, n_per_point: int, itemsize: int) -> int:
@@ -220,8 +245,12 @@ def simulate(experiments, grid: Grid | None = None, n_per_point: int = 50, seed:
     them to the HDF5 dataset `out` (schema in :mod:`fcmlc.dataset`).
 
     Resumable: rerunning with the same arguments after an interruption (Ctrl-C, kill, kill -9)
-    finishes the file, and the result is identical to an uninterrupted run. A file made with
-    different settings is never touched unless ``overwrite=True``. With `scheduler` (a Dask
+    finishes the file, and the result is identical to an uninterrupted run; Ctrl-C and SIGTERM
+    stop it between chunks with :class:`fcmlc.exceptions.Interrupted` saying what is kept. A
+    file made with different settings is never touched unless ``overwrite=True``. The location
+    is checked before any work (not a directory, writable, room for the whole file: else
+    DiskFullError), and the file's blocks are reserved when it is created, so a full disk stops
+    it at the start, not half-way. With `scheduler` (a Dask
     scheduler address or a ``distributed.Client``) chunks of grid points are generated on the
     cluster and written here; the output is identical to a local run.
     """
@@ -237,20 +266,26 @@ def simulate(experiments, grid: Grid | None = None, n_per_point: int = 50, seed:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     if chunk_points is not None:
         chunk_points = check_positive_int(chunk_points, "chunk_points")
-    eset = ex.combine(resolve_experiments(experiments))
-    samplers = [Sampler.of(e) for e in eset.experiments]  # validates covariances before any file is touched
-    spec = ds.DatasetSpec(tuple(e.name for e in eset.experiments), tuple(e.definition_hash for e in eset.experiments),
-                          tuple(int(e.n_bins) for e in eset.experiments), grid, n_per_point, seed, dtype,
-                          ds.normalisation_json(eset.experiments))
-    out = Path(out)
-    if chunk_points is None:
-        chunk_points = default_chunk_points(sum(spec.n_bins), n_per_point, np.dtype(dtype).itemsize)
-    output = ds.DatasetOutput(spec, chunk_points)
-    open_output(out, output, overwrite)  # an existing file keeps its own chunk size
-    job = _Job(list(eset.experiments), samplers, grid, n_per_point, seed, dtype == "float32", output.chunk_points)
-    run_output(out, output, lambda c: job.chunk(c, threads), scheduler=scheduler, remote=_chunk_on_worker,
-               shared=job, remote_args=lambda c: (c, threads), desc=f"simulate -> {out.name}" if progress else None,
-               size=output.points_in)
+    out = check_not_dir(out)
+    # the split table (and its shuffle) and the grid's point tables are held in memory at creation
+    grid.require_memory(48 + 17 * n_per_point, "laying out the dataset")
+    with deferred_interrupts():  # Ctrl-C / SIGTERM stop at the checks below, never inside HDF5
+        eset = ex.combine(resolve_experiments(experiments))
+        samplers = [Sampler.of(e) for e in eset.experiments]  # validates covariances before any file is touched
+        spec = ds.DatasetSpec(tuple(e.name for e in eset.experiments),
+                              tuple(e.definition_hash for e in eset.experiments),
+                              tuple(int(e.n_bins) for e in eset.experiments), grid, n_per_point, seed, dtype,
+                              ds.normalisation_json(eset.experiments))
+        if chunk_points is None:
+            chunk_points = default_chunk_points(sum(spec.n_bins), n_per_point, np.dtype(dtype).itemsize)
+        output = ds.DatasetOutput(spec, chunk_points)
+        check_interrupt(f"interrupted before {out} was written")
+        open_output(out, output, overwrite)  # an existing file keeps its own chunk size
+        job = _Job(list(eset.experiments), samplers, grid, n_per_point, seed, dtype == "float32",
+                   output.chunk_points)
+        run_output(out, output, lambda c: job.chunk(c, threads), scheduler=scheduler, remote=_chunk_on_worker,
+                   shared=job, remote_args=lambda c: (c, threads),
+                   desc=f"simulate -> {out.name}" if progress else None, size=output.points_in)
     return out
 
 

@@ -1,6 +1,4 @@
 """`python -m fcmlc.cli ...` is the same as the `fcmlc` command."""
-import sys
+from . import entry
 
-from . import main
-
-sys.exit(main())
+entry()

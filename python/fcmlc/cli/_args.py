@@ -48,11 +48,25 @@ def add_grid_args(p: argparse.ArgumentParser) -> None:
     add_dm2_range_arg(p)
 
 
+#: Bytes per grid point every grid command needs at least (the point tables and a few maps):
+#: a grid beyond the memory is refused before any work (OutOfMemoryError, exit status 5).
+MIN_BYTES_PER_POINT = 64
+
+
 def grid_from_args(args) -> Grid:
-    """The Grid of --grid / --dm2-range (the paper's 101 x 101 over its ranges by default)."""
+    """The Grid of --grid / --dm2-range (the paper's 101 x 101 over its ranges by default),
+    refused when its tables alone would not fit in memory."""
     g = getattr(args, "grid", None) or Grid.paper()
     rng = getattr(args, "dm2_range", None)
-    return g if rng is None else Grid(g.ue4_range, tuple(rng), g.shape)
+    g = g if rng is None else Grid(g.ue4_range, tuple(rng), g.shape)
+    g.require_memory(MIN_BYTES_PER_POINT, "the grid's tables alone")
+    return g
+
+
+def add_overwrite_arg(p: argparse.ArgumentParser) -> None:
+    """--overwrite of a command writing a result directory."""
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the outputs of an earlier run in the output directory (else refused)")
 
 
 def add_experiments_arg(p: argparse.ArgumentParser) -> None:

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from .._checks import check_threads
-from .._io import atomic_write_json
+from .._io import OutputDir, atomic_write_json
 from ..data_vectors import data_source, experiment_set_asimov
 from ._args import (add_data_dir_arg, add_data_source_args, add_diagnostics_args, add_experiments_arg,
-                    add_grid_args, data_source_options, diagnostics_options, grid_from_args, parse_experiments)
+                    add_grid_args, add_overwrite_arg, data_source_options, diagnostics_options, grid_from_args,
+                    parse_experiments)
+
+#: The files `fcmlc exact` writes to its output directory (diagnostics.json unless --no-diagnostics).
+EXACT_OUTPUTS = ("posterior.npz", "posterior.png", "summary.json", "diagnostics.json")
 
 
 def register(subparsers) -> None:
@@ -21,6 +24,7 @@ def register(subparsers) -> None:
     add_experiments_arg(p)
     add_data_source_args(p)
     p.add_argument("-o", "--output", required=True, help="result directory")
+    add_overwrite_arg(p)
     add_grid_args(p)
     p.add_argument("--prior", choices=("log-uniform", "uniform"), default="log-uniform",
                    help="prior: uniform in log10|Ue4| and log10 dm2 (default, the paper's) or in |Ue4| and dm2")
@@ -31,13 +35,14 @@ def register(subparsers) -> None:
 
 
 def cmd_exact(args) -> int:
+    check_threads(args.threads, "--threads")
+    grid = grid_from_args(args)
+    out = OutputDir(args.output, EXACT_OUTPUTS, args.overwrite)
     # scipy and the experiment models: loaded by the command only, so `fcmlc --help` stays fast
     from .. import experiments as ex
     from ..diagnostics import diagnose
     from ..exact import ExactModel
 
-    check_threads(args.threads, "--threads")
-    grid = grid_from_args(args)
     exps = [ex.load(e, data_dir=args.data_dir) if isinstance(e, str) else e for e in parse_experiments(args.experiments)]
     t0 = time.perf_counter()
     model = ExactModel(exps, grid, prior=args.prior, threads=args.threads)
@@ -48,22 +53,22 @@ def cmd_exact(args) -> int:
     t0 = time.perf_counter()
     post = model.posterior(src.x, meta=src.meta)
     dt = time.perf_counter() - t0
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    post.to_npz(out / "posterior.npz")
     summary = dict(src.meta)
     summary.update({"method": "exact", "experiments": list(model.names), "prior": model.prior,
                     "grid": grid.to_dict(), "setup_seconds": setup, "seconds": dt, "posterior": post.summary()})
     diag = None
     if not args.no_diagnostics:
         diag = diagnose(model.experiments, src.x, model=model, threads=args.threads, **diagnostics_options(args))
-        atomic_write_json(out / "diagnostics.json", diag.to_dict())
         summary["diagnostics"] = diag.status
-    atomic_write_json(out / "summary.json", summary)
-    post.save_plot(out / "posterior.png", truth=src.truth, title=f"Exact posterior: {', '.join(model.names)}")
+    with out.writing() as stage:  # every file, or none
+        post.to_npz(stage / "posterior.npz")
+        if diag is not None:
+            atomic_write_json(stage / "diagnostics.json", diag.to_dict())
+        atomic_write_json(stage / "summary.json", summary)
+        post.save_plot(stage / "posterior.png", truth=src.truth, title=f"Exact posterior: {', '.join(model.names)}")
     b = summary["posterior"]["best_point"]
     print(f"exact posterior of {', '.join(model.names)} ({src.description}; {grid.n_ue4} x {grid.n_dm2} grid, "
-          f"{args.prior} prior; setup {setup:.1f} s, fit {dt * 1e3:.0f} ms) -> {out}")
+          f"{args.prior} prior; setup {setup:.1f} s, fit {dt * 1e3:.0f} ms) -> {out.path}")
     print(f"  best point: |Ue4| = {b['ue4']:.4g}, sin^2(2 theta) = {b['sin2_2theta']:.4g}, dm2 = {b['dm2']:.4g} eV^2")
     for lv, r in summary["posterior"]["levels"].items():
         print(f"  {100 * float(lv):g}% credible region: {r['n_cells']} cells ({100 * r['area_fraction']:.1f}% of the "

@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
 from .. import frequentist as fq
 from .._checks import check_positive_int, check_threads
-from .._io import atomic_path, atomic_write_json, save_figure
+from .._io import OutputDir, atomic_path, atomic_write_json, check_not_dir, check_writable, save_figure
+from .._resumable import deferred_interrupts
 from ..data_vectors import data_source
 from ..plotting import draw_lines, draw_mask, level_label, setup_oscillation_axes, to_xaxis
 from ._args import (add_common_generation_args, add_data_source_args, add_experiments_arg, add_grid_args,
-                    data_source_options, grid_from_args, parse_experiments, parse_levels)
+                    add_overwrite_arg, data_source_options, grid_from_args, parse_experiments, parse_levels)
 
 #: Levels of the Wilks regions written by `fcmlc wilks` (1 sigma in 2-D, 90, 95, 99 %).
 WILKS_CLI_LEVELS = (0.6827, 0.90, 0.95, 0.99)
@@ -46,6 +46,7 @@ def register(subparsers) -> None:
     p.add_argument("--fc", default=None, metavar="FILE",
                    help="also draw the Feldman-Cousins regions from a file written by `fcmlc fc` (same grid)")
     p.add_argument("-o", "--output", required=True, help="result directory")
+    add_overwrite_arg(p)
     p.set_defaults(func=cmd_wilks)
 
 
@@ -56,11 +57,15 @@ def cmd_fc(args) -> int:
     check_threads(args.threads, "--threads")
     levels = parse_levels(args.levels)
     grid = grid_from_args(args)
-    model = fq.Chi2Model(parse_experiments(args.experiments), grid)
-    t0 = time.perf_counter()
-    res = fq.feldman_cousins(model, n_toys=args.toys, seed=args.seed, levels=levels, out=args.output,
-                             threads=args.threads, chunk_points=args.chunk_points, scheduler=args.scheduler,
-                             progress=not args.no_progress, overwrite=args.overwrite)
+    out = check_not_dir(args.output)
+    if not out.exists():  # an existing file is checked by feldman_cousins (resumed, or refused)
+        check_writable(out)
+    with deferred_interrupts():  # Ctrl-C stops between chunks (the file is resumed by the same command)
+        model = fq.Chi2Model(parse_experiments(args.experiments), grid)
+        t0 = time.perf_counter()
+        res = fq.feldman_cousins(model, n_toys=args.toys, seed=args.seed, levels=levels, out=out,
+                                 threads=args.threads, chunk_points=args.chunk_points, scheduler=args.scheduler,
+                                 progress=not args.no_progress, overwrite=args.overwrite)
     dt = time.perf_counter() - t0
     n_done = int(res.done.sum())
     print(f"{args.output}: Feldman-Cousins critical values of {', '.join(res.experiments)} on a "
@@ -74,15 +79,19 @@ def cmd_fc(args) -> int:
 
 # ---------------------------------------------------------------------------------------- wilks
 
+#: The files `fcmlc wilks` writes to its output directory.
+WILKS_OUTPUTS = ("delta_chi2.npz", "summary.json", "wilks.png")
+
+
 def cmd_wilks(args) -> int:
     check_threads(args.threads, "--threads")
     grid = grid_from_args(args)
-    model = fq.Chi2Model(parse_experiments(args.experiments), grid)
+    out = OutputDir(args.output, WILKS_OUTPUTS, args.overwrite)
     fc = None
     if args.fc is not None:
-        if not Path(args.fc).is_file():
-            raise FileNotFoundError(f"--fc: file {args.fc!r} not found")
         fc = fq.FCResult.load(args.fc)
+    model = fq.Chi2Model(parse_experiments(args.experiments), grid)
+    if fc is not None:
         fq.check_compatible(fc, model)
     src = data_source(model.n_bins, lambda: model,
                       lambda m, ue4, dm2, seed: fq.asimov_data(m, ue4, dm2, seed=seed), **data_source_options(args))
@@ -94,8 +103,6 @@ def cmd_wilks(args) -> int:
     delta = scan.delta_chi2
     regions = scan.wilks(WILKS_CLI_LEVELS)
     raster = scan.raster(0.90)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     arrays = {"chi2": scan.chi2, "delta_chi2": delta, "ue4": grid.ue4, "dm2": grid.dm2,
               "sin2_2theta": grid.sin2_2theta, "x": x, "chi2_min": np.float64(scan.min),
               "best_index": np.int64(scan.best_index), "levels": np.asarray(WILKS_CLI_LEVELS),
@@ -105,14 +112,15 @@ def cmd_wilks(args) -> int:
     if fc is not None:
         for L in fc.levels:
             arrays[f"fc_{L:g}"] = fc.region(delta, L)
-    with atomic_path(out / "delta_chi2.npz") as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
-    atomic_write_json(out / "summary.json", summary)
-    _plot(out / "wilks.png", grid, regions, raster, scan.best_point, truth, model.names, fc, delta)
+    with out.writing() as stage:  # all three files, or none
+        with atomic_path(stage / "delta_chi2.npz") as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+        atomic_write_json(stage / "summary.json", summary)
+        _plot(stage / "wilks.png", grid, regions, raster, scan.best_point, truth, model.names, fc, delta)
 
     ub, db = scan.best_point
     print(f"Wilks scan of {', '.join(model.names)} ({meta['input']}, {grid.n_ue4} x {grid.n_dm2} grid, "
-          f"{dt * 1e3:.1f} ms) -> {out}")
+          f"{dt * 1e3:.1f} ms) -> {out.path}")
     print(f"  best fit: |Ue4| = {ub:.4g}, sin^2(2 theta) = {scan.best_sin2_2theta:.4g}, dm2 = {db:.4g} eV^2")
     p = summary["gof_p_value"]
     print(f"  chi2_min / ndof = {scan.min:.2f} / {scan.ndof}" + (f" (p = {p:.3g})" if p is not None else ""))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 
 from .._checks import check_seed, check_threads
+from .._io import OutputDir
 from ..reproduce import SCALES, TASKS
 from ._args import add_dm2_range_arg
 
@@ -42,6 +43,7 @@ def cmd_reproduce(args) -> int:
 
     check_threads(args.threads, "--threads")
     check_seed(args.seed, "--seed")
+    OutputDir(args.output, ())  # a directory (or none yet) that can be written: checked before any step runs
     t0 = time.perf_counter()
     path = reproduce(args.task, args.scale, args.output, threads=args.threads, seed=args.seed,
                      data_dir=args.data_dir, progress=not args.no_progress, dm2_range=args.dm2_range)

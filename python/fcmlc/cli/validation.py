@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from .._checks import check_positive_int
-from .._io import atomic_write_json, save_figure
+from .._io import OutputDir, atomic_write_json, save_figure
 from ..data_vectors import model_data_source, model_experiments
-from ._args import (add_data_dir_arg, add_data_source_args, add_mc_dropout_args, add_model_arg, data_source_options,
-                    grid_arg)
+from ._args import (MIN_BYTES_PER_POINT, add_data_dir_arg, add_data_source_args, add_mc_dropout_args,
+                    add_model_arg, add_overwrite_arg, data_source_options, grid_arg)
+
+#: The files `fcmlc coverage` and `fcmlc compare` write to their output directories.
+COVERAGE_OUTPUTS = ("coverage.npz", "coverage.json", "coverage.png")
+COMPARE_OUTPUTS = ("comparison.json", "comparison.png", "posterior.npz")
 
 
 def register(subparsers) -> None:
@@ -21,6 +24,7 @@ def register(subparsers) -> None:
     add_model_arg(p)
     p.add_argument("--trials", type=int, default=2000, help="number of trials (default 2000, as in the paper)")
     p.add_argument("-o", "--output", required=True, help="result directory")
+    add_overwrite_arg(p)
     p.add_argument("--fc", default=None, metavar="FILE",
                    help="Feldman-Cousins result (`fcmlc fc` HDF5) for the model's experiments: adds FC coverage")
     p.add_argument("--seed", type=int, default=0, help="seed of truths, realizations and dropout masks (default 0)")
@@ -49,6 +53,7 @@ def register(subparsers) -> None:
     p.add_argument("--fc", default=None, metavar="FILE", help="Feldman-Cousins result (`fcmlc fc` HDF5)")
     add_data_source_args(p)
     p.add_argument("-o", "--output", required=True, help="result directory")
+    add_overwrite_arg(p)
     p.add_argument("--levels", type=float, nargs="+", default=[0.90, 0.95], metavar="L",
                    help="levels (default 0.90 0.95)")
     add_mc_dropout_args(p)
@@ -62,32 +67,36 @@ def register(subparsers) -> None:
 # ------------------------------------------------------------------------------------ coverage
 
 def cmd_coverage(args) -> int:
+    check_positive_int(args.trials, "--trials")
+    out = OutputDir(args.output, COVERAGE_OUTPUTS, args.overwrite)  # checked before the trials, not after
+    if args.grid is not None:
+        args.grid.require_memory(MIN_BYTES_PER_POINT, "the grid's tables alone")
     # matplotlib, torch and scipy (through the validation stage): loaded by the command only, so
-    # `fcmlc --help` stays fast
+    # `fcmlc --help` stays fast (and after the checks, so a bad output fails at once)
     from matplotlib.figure import Figure
 
+    from ..frequentist import FCResult
     from ..models import FCMLC
     from ..validation import coverage
 
-    check_positive_int(args.trials, "--trials")
+    fc = None if args.fc is None else FCResult.load(args.fc)  # a damaged file is refused before the trials
     model = FCMLC.load(args.model, device="cpu")
     eset = model_experiments(model)
     t0 = time.perf_counter()
-    res = coverage(model, trials=args.trials, levels=args.levels, seed=args.seed, methods=args.methods, fc=args.fc,
+    res = coverage(model, trials=args.trials, levels=args.levels, seed=args.seed, methods=args.methods, fc=fc,
                    n_samples=args.samples, threads=args.threads, truths=args.truths, grid=args.grid,
                    experiments=eset.experiments, band=args.band, progress=not args.no_progress)
     dt = time.perf_counter() - t0
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    res.save(out / "coverage.npz")
     summary = res.summary()
     summary["seconds_total"] = dt
-    atomic_write_json(out / "coverage.json", summary)
-    fig = Figure(figsize=(5.6, 5.2), layout="constrained")
-    res.plot(ax=fig.subplots())
-    save_figure(fig, out / "coverage.png", dpi=120)
+    with out.writing() as stage:  # all three files, or none
+        res.save(stage / "coverage.npz")
+        atomic_write_json(stage / "coverage.json", summary)
+        fig = Figure(figsize=(5.6, 5.2), layout="constrained")
+        res.plot(ax=fig.subplots())
+        save_figure(fig, stage / "coverage.png", dpi=120)
     print(f"coverage: {res.n_trials} trials ({res.truths} truths) of {', '.join(model.experiments)} in {dt:.1f} s "
-          f"-> {out}")
+          f"-> {out.path}")
     fr, iv = res.fraction, res.interval
     print(f"  {'method':16s}" + "".join(f"{100 * L:>22.4g}%" for L in res.levels))
     for m in res.methods:
@@ -103,7 +112,11 @@ def cmd_coverage(args) -> int:
 # ------------------------------------------------------------------------------------ compare
 
 def cmd_compare(args) -> int:
-    # torch and scipy (through the validation stage): loaded by the command only, so `fcmlc --help` stays fast
+    out = OutputDir(args.output, COMPARE_OUTPUTS, args.overwrite)
+    if args.grid is not None:
+        args.grid.require_memory(MIN_BYTES_PER_POINT, "the grid's tables alone")
+    # torch and scipy (through the validation stage): loaded by the command only, so `fcmlc --help`
+    # stays fast (and after the checks, so a bad output fails at once)
     from ..models import FCMLC
     from ..validation import compare
 
@@ -114,8 +127,9 @@ def cmd_compare(args) -> int:
     res = compare(model, x, fc=args.fc, experiments=eset.experiments, levels=args.levels, n_samples=args.samples,
                   seed=args.mc_seed, grid=args.grid, threads=args.threads, truth=truth)
     res.meta["input"] = source
-    paths = res.save(args.output)
-    print(f"compare ({source}) for {', '.join(model.experiments)} -> {args.output}")
+    with out.writing() as stage:  # all three files, or none
+        paths = res.save(stage)
+    print(f"compare ({source}) for {', '.join(model.experiments)} -> {out.path}")
     for L in res.levels:
         area = ", ".join(f"{m} {100 * res.area_fraction[m][L]:.1f}%" for m in res.area_fraction)
         ious = ", ".join(f"IoU({k}) = {v:.3f}" for k, v in res.iou[L].items())

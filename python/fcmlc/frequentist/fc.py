@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import _core
 from .._checks import check_levels, check_positive_int, check_seed, check_threads
-from .._resumable import open_output, run_chunks, run_output
+from .._resumable import check_interrupt, deferred_interrupts, open_output, run_chunks, run_output
 from ..physics import Grid
 from ._torch import fc_toys_torch, resolve_device
 from .chi2 import Chi2Model
@@ -135,28 +135,35 @@ def feldman_cousins(experiments, grid: Grid | None = None, n_toys: int = 1000, s
     def compute(pid):  # the module's fc_chunk, looked up at call time
         return fc_chunk(model, pid, model.toy_expectations(pid), *args)
 
-    if out is None:
-        crit = np.full((len(levels), grid.n_points), np.nan)
-        done = np.zeros(grid.n_points, dtype=np.uint8)
-        toys = np.full((grid.n_points, n_toys), np.nan, dtype=np.float32) if store_toys else None
-        elapsed = [0.0]
-
-        def write(pid, result, seconds):
-            crit[:, pid] = result[0]
-            if toys is not None:
-                toys[pid] = result[1]
-            done[pid] = 1
-            elapsed[0] += seconds
-
-        run_chunks(point_chunks(wanted, chunk_points), compute, write, desc="FC" if progress else None, **run)
-        return FCResult(crit.reshape(len(levels), grid.n_dm2, grid.n_ue4), levels, grid, n_toys, seed, model.names,
-                        model.definition_hashes, model.model_digest, done.astype(bool).reshape(grid.n_dm2, grid.n_ue4),
-                        toys=toys, meta={"elapsed_s": elapsed[0]}, toy_source=toy_source)
-
-    out = Path(out)
-    output = FCOutput(s, grid.n_points, wanted, chunk_points)
-    open_output(out, output, overwrite)
-    run_output(out, output, compute, desc=f"FC -> {out.name}" if progress else None, **run)
-    res = FCResult.load(out)
+    with deferred_interrupts():  # Ctrl-C / SIGTERM stop between chunks, never inside HDF5
+        if out is None:
+            return _in_memory(model, grid, levels, n_toys, seed, store_toys, toy_source, wanted, chunk_points,
+                              compute, progress, run)
+        out = Path(out)
+        output = FCOutput(s, grid.n_points, wanted, chunk_points)
+        check_interrupt(f"interrupted before {out} was written")
+        open_output(out, output, overwrite)
+        run_output(out, output, compute, desc=f"FC -> {out.name}" if progress else None, **run)
+        res = FCResult.load(out)
     res.meta["elapsed_s"] = output.elapsed
     return res
+
+
+def _in_memory(model, grid, levels, n_toys, seed, store_toys, toy_source, wanted, chunk_points, compute, progress,
+               run) -> FCResult:
+    crit = np.full((len(levels), grid.n_points), np.nan)
+    done = np.zeros(grid.n_points, dtype=np.uint8)
+    toys = np.full((grid.n_points, n_toys), np.nan, dtype=np.float32) if store_toys else None
+    elapsed = [0.0]
+
+    def write(pid, result, seconds):
+        crit[:, pid] = result[0]
+        if toys is not None:
+            toys[pid] = result[1]
+        done[pid] = 1
+        elapsed[0] += seconds
+
+    run_chunks(point_chunks(wanted, chunk_points), compute, write, desc="FC" if progress else None, **run)
+    return FCResult(crit.reshape(len(levels), grid.n_dm2, grid.n_ue4), levels, grid, n_toys, seed, model.names,
+                    model.definition_hashes, model.model_digest, done.astype(bool).reshape(grid.n_dm2, grid.n_ue4),
+                    toys=toys, meta={"elapsed_s": elapsed[0]}, toy_source=toy_source)

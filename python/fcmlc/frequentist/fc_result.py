@@ -11,10 +11,16 @@ File schema (format ``fcmlc-feldman-cousins``, version 1)::
     /critical    (n_levels, n_points) float64, NaN where not computed
     /done        (n_points,) uint8
     /toys        (n_points, n_toys) float32, only with store_toys
+    /crc32       (n_points,) uint32: CRC-32 of each point's critical values (and toys), as written
+
+Loading checks every computed point (finite critical values >= 0 matching their CRC-32;
+:class:`fcmlc.exceptions.CorruptFileError` naming the point otherwise); a file that cannot be
+read as HDF5 (truncated, damaged) is a FormatError naming it.
 """
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,9 +29,9 @@ import numpy as np
 
 from .. import __version__
 from .._checks import same_name
-from .._io import atomic_path
+from .._io import atomic_path, h5_writer
 from .._resumable import ChunkedOutput
-from ..exceptions import FormatError, IncompatibleError
+from ..exceptions import CorruptFileError, FormatError, IncompatibleError
 from ..physics import Grid
 from .wilks import wilks_threshold
 
@@ -119,6 +125,13 @@ class FCOutput(ChunkedOutput):
         if s["store_toys"]:
             f.create_dataset("toys", shape=(self.n_points, s["n_toys"]), dtype="f4", fillvalue=np.nan)
             f["toys"][...] = np.nan
+        f.create_dataset("crc32", shape=(self.n_points,), dtype="u4", fillvalue=0)
+        f["crc32"][...] = 0
+
+    def nbytes(self) -> int:
+        s = self.settings
+        per_point = 8 * len(s["levels"]) + 1 + 4 + (4 * s["n_toys"] if s["store_toys"] else 0)
+        return int(self.n_points * per_point + (1 << 20))
 
     def pending(self, f) -> list:
         done = f["done"][...]
@@ -130,6 +143,8 @@ class FCOutput(ChunkedOutput):
         f["critical"][:, sl] = crit
         if toys is not None:
             f["toys"][sl] = toys
+        if "crc32" in f:  # (a file begun by an fcmlc without the checksums is finished without them)
+            f["crc32"][sl] = point_crcs(crit, toys)
         f.flush()
         f["done"][sl] = 1
         f.flush()
@@ -140,6 +155,36 @@ class FCOutput(ChunkedOutput):
 
     def finished(self, f) -> bool:
         return bool(np.all(f["done"][...] == 1))
+
+
+def point_crcs(crit, toys=None) -> np.ndarray:
+    """CRC-32 of each point's critical values (columns of `crit`, float64) and toys (rows of
+    `toys`, float32), as stored in an FC file."""
+    crit = np.asarray(crit, dtype=np.float64)
+    out = np.empty(crit.shape[1], dtype=np.uint32)
+    for j in range(crit.shape[1]):
+        c = zlib.crc32(np.ascontiguousarray(crit[:, j]))
+        out[j] = c if toys is None else zlib.crc32(np.ascontiguousarray(toys[j], dtype=np.float32), c)
+    return out
+
+
+def _check_points(path, crit, done, toys, crc) -> None:
+    """CorruptFileError naming the first computed point whose critical values are not finite
+    and >= 0, or do not match their CRC-32 (`crc` None: a file written before the checksums)."""
+    d = done.astype(bool)
+    with np.errstate(invalid="ignore"):
+        bad = d & ~np.all(np.isfinite(crit) & (crit >= 0), axis=0)
+    redo = "the file is damaged or was changed after it was written: compute it again (fcmlc fc ... --overwrite)"
+    if bad.any():
+        p = int(np.flatnonzero(bad)[0])
+        raise CorruptFileError(f"{path}: grid point {p} has critical values {crit[:, p].tolist()} (a computed point "
+                               f"must have finite values >= 0); {redo}")
+    if crc is not None:
+        idx = np.flatnonzero(d)
+        ok = point_crcs(crit[:, idx], None if toys is None else toys[idx]) == crc[idx]
+        if not ok.all():
+            raise CorruptFileError(f"{path}: the results at grid point {int(idx[np.flatnonzero(~ok)[0]])} do not "
+                                   f"match the checksum written with them; {redo}")
 
 
 def point_chunks(points, chunk_points: int) -> list:
@@ -217,18 +262,34 @@ class FCResult:
 
     @classmethod
     def load(cls, path) -> "FCResult":
+        """Read an FC file (checked: :func:`_check_points`); FileNotFoundError, FormatError (not
+        readable, truncated, not an FC file) or CorruptFileError name the file."""
         path = Path(path)
-        with h5py.File(path, "r") as f:
-            problem = _format_problem(f)
-            if problem:
-                raise FormatError(f"{path} is not an fcmlc Feldman-Cousins file ({problem})")
-            a = read_attrs(f)
-            g = Grid.from_dict(a["grid"])
-            crit = f["critical"][...].reshape(len(a["levels"]), g.n_dm2, g.n_ue4)
-            done = f["done"][...].astype(bool).reshape(g.n_dm2, g.n_ue4)
-            toys = f["toys"][...] if "toys" in f else None
-        return cls(crit, tuple(a["levels"]), g, a["n_toys"], a["seed"], tuple(a["experiments"]),
-                   tuple(a["definition_hashes"]), a["model_digest"], done, a["fcmlc_version"], path, toys,
+        if not path.is_file():
+            raise FileNotFoundError(2, f"Feldman-Cousins file {path} does not exist", str(path))
+        try:
+            with h5py.File(path, "r") as f:
+                problem = _format_problem(f)
+                if problem:
+                    raise FormatError(f"{path} is not an fcmlc Feldman-Cousins file ({problem})")
+                a = read_attrs(f)
+                g = Grid.from_dict(a["grid"])
+                crit = f["critical"][...]
+                done = f["done"][...]
+                toys = f["toys"][...] if "toys" in f else None
+                crc = f["crc32"][...] if "crc32" in f else None
+        except OSError as e:
+            raise FormatError(f"{path} cannot be read as HDF5 (truncated, damaged, or being written by a running "
+                              f"`fcmlc fc`): {' '.join(str(e).split())}") from None
+        except (KeyError, ValueError, TypeError) as e:
+            if isinstance(e, FormatError):
+                raise
+            raise FormatError(f"{path} is not a complete fcmlc Feldman-Cousins file ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())})") from None
+        _check_points(path, crit, done, toys, crc)
+        return cls(crit.reshape(len(a["levels"]), g.n_dm2, g.n_ue4), tuple(a["levels"]), g, a["n_toys"], a["seed"],
+                   tuple(a["experiments"]), tuple(a["definition_hashes"]), a["model_digest"],
+                   done.astype(bool).reshape(g.n_dm2, g.n_ue4), a["fcmlc_version"], path, toys,
                    toy_source=a.get("toy_source", "simulate"))
 
     def save(self, path) -> Path:
@@ -236,12 +297,15 @@ class FCResult:
         `path` only once complete."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        with atomic_path(path) as tmp, h5_writer(tmp, "w", name=path) as w:
+            f = w.file
             FCOutput(self.settings(), self.grid.n_points).layout(f)
-            f["critical"][...] = self.critical.reshape(len(self.levels), -1)
+            crit = self.critical.reshape(len(self.levels), -1)
+            f["critical"][...] = crit
             f["done"][...] = self.done.ravel().astype(np.uint8)
             if self.toys is not None:
                 f["toys"][...] = self.toys
+            f["crc32"][...] = point_crcs(crit, self.toys)
             f.attrs["complete"] = self.complete
         return path
 
