@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
+import signal
 import sys
 import time
 from pathlib import Path
@@ -18,9 +19,10 @@ import torch
 
 from .. import __version__
 from .._checks import check_seed
-from .._resumable import sigterm_as_interrupt
+from .._resumable import catch_signals
 from .._torch_env import torch_threads
 from ..dataset import open_dataset
+from ..exceptions import Interrupted
 from .checkpoint import TrainingCheckpoint
 from .config import TrainConfig
 from .directory import (FORMAT_NAME, FORMAT_VERSION, MODEL_FILES, ModelDirectoryError, check_replaceable,
@@ -164,17 +166,18 @@ def _train(ds, out, experiments, config, device, seed, progress, restart) -> FCM
 
     run = _Run(cfg, dev, seed, progress, ckpt, state, t_start)
     try:
-        with torch_threads(cfg.threads), sigterm_as_interrupt():
+        with torch_threads(cfg.threads), catch_signals():
             train_src = Samples(ds, fit_idx, columns, in_memory, chunk, progress, "loading training set", features)
             val_src = Samples(ds, val_idx, columns, in_memory, chunk, progress, "loading validation set", features)
             regressor, r_hist, flow, f_hist = run.networks(train_src, val_src, ds.grid)
             t0 = time.monotonic()
             T = transition_matrix(flow, yhat_grid, y_grid, progress=progress)
             t_T = time.monotonic() - t0
-    except KeyboardInterrupt:
-        if ckpt is not None:
-            print(_interrupted(ckpt), file=sys.stderr)
-        raise
+    except KeyboardInterrupt as e:
+        if ckpt is None:
+            raise
+        # what was kept and how to resume, in the one line the CLI prints (Interrupted: a KeyboardInterrupt)
+        raise Interrupted(_interrupted(ckpt), getattr(e, "signum", None) or signal.SIGINT) from None
 
     info["training"] = {
         "seed": seed, "device": str(dev), "torch": torch.__version__, "torch_threads": threads,
