@@ -244,3 +244,21 @@ def fc_whitened_toys(
     threads: _Int | None = None,
 ) -> NDArray[np.float64]:
     """The whitened toys r (n, n_toys, sum k_e) that fc_toys scans (for tests)."""
+
+# ---- transition matrix of a 2-D conditional spline flow (transition.cpp) --------------------
+# layers: dicts in the order normflows' log_prob applies the flow's layers, as made by
+# fcmlc.models.transition.flow_layers ('linear': perm, upper, lower, bias, logdet; 'spline': cond,
+# n_bins, tail_bound, min_bin_width, min_bin_height, min_derivative and the network's arrays).
+
+def flow_grid_log_prob(
+    y: _F64, context: _F64, layers: list[Any], loc: _F64, log_scale: _F64, threads: _Int | None = None
+) -> NDArray[np.float64]:
+    """log q(y_c | context_k) of a 2-D conditional spline flow for every pair: y (n_c, 2), context (n_k, 2),
+    layers in log_prob order (dicts, see fcmlc.models.transition) -> (n_k, n_c) float64."""
+
+def flow_transition(
+    y: _F64, context: _F64, layers: list[Any], loc: _F64, log_scale: _F64, cell_area: _Float,
+    threads: _Int | None = None,
+) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+    """Row-normalised transition matrix of a 2-D conditional spline flow: (T (n_k, n_c) float32 with
+    sum_c T[k, c] cell_area = 1, row_ok (n_k,) bool: False where row k has no finite density)."""

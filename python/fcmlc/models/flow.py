@@ -8,15 +8,18 @@ a normflows rational-quadratic neural spline flow (Durkan et al. 2019):
     base N(0, I_2)  <-  [RQ-spline layer(context = y_hat) -> LU-linear permutation] x n_layers
 
 In two dimensions the masked autoregressive spline layer (default, ``transform="autoregressive"``)
-is a coupling layer in which *both* coordinates see the context: y1 is splined as a function
-of y_hat, y2 as a function of (y1, y_hat). normflows' coupling layer (``transform="coupling"``,
-the paper's wording) applies an unconditional spline to the identity half, so only one
-coordinate per layer sees y_hat; it is available but learns p(y | y_hat) less directly.
+is a coupling layer: y2 is splined as a function of (y1, y_hat), while y1's spline has fixed
+parameters (normflows' MADE connects the first coordinate's outputs to nothing but their bias,
+so they see neither y nor y_hat; the LU permutations between layers mix the coordinates, so
+the flow as a whole conditions both on y_hat). normflows' coupling layer (``transform="coupling"``,
+the paper's wording) has the same structure with an unconditional spline on the identity half;
+both are available.
 
 The transition matrix is T[k, c] = p(y = centre of y cell c | y_hat = centre of y_hat cell k),
 a density per unit (log10|Ue4|, log10 dm2) area, normalised so that sum_c T[k, c] dA_c = 1.
 It is stored as float32 (densities to 7 significant digits; the posterior is renormalised
-afterwards, so the rounding is far below the flow's own error).
+afterwards, so the rounding is far below the flow's own error). :mod:`fcmlc.models.transition`
+evaluates it exactly in seconds.
 """
 from __future__ import annotations
 
@@ -25,9 +28,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from .._checks import check_positive_int, check_threads
 from .regressor import Standardizer
+from .transition import fast_transition_matrix, flow_layers, reference_transition_matrix
 
 __all__ = ["CellGrid", "build_flow", "ConditionalFlow", "transition_matrix"]
 
@@ -216,48 +220,28 @@ class ConditionalFlow:
         return {k: v.detach().cpu() for k, v in self.flow.state_dict().items()}
 
 
-@torch.no_grad()
 def transition_matrix(flow: ConditionalFlow, yhat_grid: CellGrid, y_grid: CellGrid,
-                      batch_pairs: int = 16384, progress: bool = True) -> np.ndarray:
+                      batch_pairs: int = 16384, progress: bool = True, threads=None) -> np.ndarray:
     """T[k, c] = p(y = y-cell centre c | y_hat = y_hat-cell centre k), float32 (n_k, n_c).
 
     Rows are normalised over the y grid: sum_c T[k, c] * dA_c = 1 (dA in log10 units), so that
-    p(y|x)_c = sum_k T[k, c] p(y_hat_k|x) dA_k is a density on the y grid. Evaluated in
-    batches of about ``batch_pairs`` (y, y_hat) pairs with dropout off (eval mode); batches of
-    ~16k pairs keep the flow's intermediate tensors in cache (262k-pair batches measured ~2x
-    slower on a CPU). Cost: one flow evaluation per pair, 25M pairs for the default 50x50 y_hat
-    and 100x100 y grids (minutes on 2 CPU cores, see ``benchmarks/results/training.md``).
+    p(y|x)_c = sum_k T[k, c] p(y_hat_k|x) dA_k is a density on the y grid. The densities are the
+    flow's (dropout off) in standardised variables; the constant Jacobian of the standardisation
+    cancels in the normalisation. Raises FloatingPointError when a row has no finite density
+    (a diverged flow).
+
+    Computed by :func:`fcmlc.models.transition.fast_transition_matrix`: exact, in float64, on
+    ``threads`` threads (None: torch's thread count), the same result for any thread count; a
+    few seconds for the default 50x50 y_hat and 100x100 y grids on 2 CPU cores
+    (``benchmarks/results/transition.md``). Flows the compiled kernel does not implement (none
+    that :func:`build_flow` makes) are evaluated by normflows pair by pair in batches of about
+    ``batch_pairs`` pairs, in float32 (:func:`fcmlc.models.transition.reference_transition_matrix`,
+    minutes).
     """
-    yhat_pts = yhat_grid.log_points()
-    y_pts = y_grid.log_points()
-    n_k, n_c = len(yhat_pts), len(y_pts)
-    log_da = np.log(y_grid.cell_area)
-    dev = flow.device
-    y_std = torch.as_tensor(flow.y_scaler.transform(y_pts), dtype=torch.float32, device=dev)
-    c_std = torch.as_tensor(flow.y_scaler.transform(yhat_pts), dtype=torch.float32, device=dev)
-    rows = max(1, int(batch_pairs) // n_c)
-    T = np.empty((n_k, n_c), dtype=np.float32)
-    was = flow.flow.training
-    flow.flow.eval()
+    check_positive_int(batch_pairs, "batch_pairs")
+    check_threads(threads)
     try:
-        with tqdm(total=n_k, desc="transition matrix", unit="row", disable=not progress) as bar:
-            for k0 in range(0, n_k, rows):
-                k1 = min(n_k, k0 + rows)
-                nk = k1 - k0
-                ctx = c_std[k0:k1].repeat_interleave(n_c, dim=0)
-                yy = y_std.repeat(nk, 1)
-                lp = flow.flow.log_prob(yy, context=ctx).double().cpu().numpy().reshape(nk, n_c)
-                lp[~np.isfinite(lp)] = -np.inf
-                m = lp.max(axis=1, keepdims=True)
-                if not np.all(np.isfinite(m)):
-                    bad = k0 + int(np.flatnonzero(~np.isfinite(m[:, 0]))[0])
-                    raise FloatingPointError(
-                        f"the flow gives no finite density on the y grid for y_hat cell {bad} "
-                        f"(log10 point {yhat_pts[bad]}); the flow training has probably diverged")
-                w = np.exp(lp - m)
-                norm = w.sum(axis=1, keepdims=True) * np.exp(log_da)
-                T[k0:k1] = (w / norm).astype(np.float32)
-                bar.update(nk)
-    finally:
-        flow.flow.train(was)
-    return T
+        flow_layers(flow.flow)
+    except ValueError:
+        return reference_transition_matrix(flow, yhat_grid, y_grid, batch_pairs, progress)
+    return fast_transition_matrix(flow, yhat_grid, y_grid, progress=progress, threads=threads)
