@@ -120,24 +120,29 @@ def test_pulls_are_marginalised_linearised_at_the_point():
     np.testing.assert_allclose(d - d[0], 0.0, atol=1e-9)
 
 
-def test_exact_hpd_regions_cover_at_their_expected_rate():
-    # theta drawn from the prior (uniform over the grid points: equal log-area cells), x from
-    # the simulator whose likelihood is exactly Gaussian (normalisation with a prior, drawn in
-    # the realizations): the exact posterior is calibrated, so P(truth in HPD) equals the mean
-    # mass the HPD region holds (>= the level by the discreteness of cells).
-    e = gaussian_toy(norm_prior=0.05, n_bins=10)
+def _assert_calibrated(e, seeds, n=800):
+    """Truths uniform over the grid points (the log-uniform prior on equal log-area cells), one
+    simulated realization each: P(truth in the exact HPD region) must equal the mean mass the
+    region holds (>= the level by the discreteness of cells), within 4 binomial sigma."""
     grid = Grid(ue4_range=(0.01, 0.7), dm2_range=(0.3, 20.0), shape=(16, 14))
-    rng = np.random.default_rng(11)
-    n = 800
-    pid = rng.integers(0, grid.n_points, n)
+    pid = np.random.default_rng(seeds[0]).integers(0, grid.n_points, n)
     pts = grid.points()[pid]
-    X = realizations([e], pts[:, 0], pts[:, 1], 1, seed=5, point_ids=np.arange(n))[:, 0]
+    X = realizations([e], pts[:, 0], pts[:, 1], 1, seed=seeds[1], point_ids=np.arange(n))[:, 0]
     posts = ExactModel([e], grid).posterior(X)
     for level in (0.68, 0.9, 0.95):
         hit = np.array([p.credible_region(level).ravel()[i] for p, i in zip(posts, pid)])
         expected = np.mean([p.region_mass(level) for p in posts])
         sd = np.sqrt(expected * (1 - expected) / n)
         assert abs(hit.mean() - expected) < 4 * sd, (level, hit.mean(), expected)
+
+
+def test_exact_hpd_regions_cover_at_their_expected_rate():
+    # theta drawn from the prior (uniform over the grid points: equal log-area cells), x from
+    # the simulator whose likelihood is exactly Gaussian (normalisation with a prior, drawn in
+    # the realizations): the exact posterior is calibrated, so P(truth in HPD) equals the mean
+    # mass the HPD region holds (>= the level by the discreteness of cells).
+    e = gaussian_toy(norm_prior=0.05, n_bins=10)
+    _assert_calibrated(e, seeds=(11, 5))
 
 
 def test_grid_of_a_posterior_and_convenience_function():
@@ -172,18 +177,7 @@ def test_shape_only_exact_posterior_is_calibrated_under_the_simulator():
     # sigma; the direction likelihood 0.736 against 0.751).
     e = gaussian_toy(n_bins=24, events=500.0, group_size=3)
     assert e.shape_only
-    grid = Grid(ue4_range=(0.01, 0.7), dm2_range=(0.3, 20.0), shape=(16, 14))
-    rng = np.random.default_rng(12)
-    n = 800
-    pid = rng.integers(0, grid.n_points, n)
-    pts = grid.points()[pid]
-    X = realizations([e], pts[:, 0], pts[:, 1], 1, seed=6, point_ids=np.arange(n))[:, 0]
-    posts = ExactModel([e], grid).posterior(X)
-    for level in (0.68, 0.9, 0.95):
-        hit = np.array([p.credible_region(level).ravel()[i] for p, i in zip(posts, pid)])
-        expected = np.mean([p.region_mass(level) for p in posts])
-        sd = np.sqrt(expected * (1 - expected) / n)
-        assert abs(hit.mean() - expected) < 4 * sd, (level, hit.mean(), expected)
+    _assert_calibrated(e, seeds=(12, 6))
 
 
 def test_shape_only_likelihood_matches_the_radial_integral():
