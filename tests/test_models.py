@@ -338,6 +338,14 @@ def test_cli_train_and_fit(tiny_dataset, tmp_path, capsys):
     summary = json.loads((res / "summary.json").read_text())
     assert summary["input"] == "data" and len(summary["regions"]) == 3
     assert set(summary["excludes_null"]) == {"0.68", "0.90", "0.95"}
+    # an earlier fit is replaced only with --overwrite (checked before the fit), all files together
+    args = parser.parse_args(["fit", str(out), "--data", str(vec), "-o", str(res), "--samples", "200"])
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        args.func(args)
+    args = parser.parse_args(["fit", str(out), "--data", str(vec), "-o", str(res), "--samples", "200", "--overwrite"])
+    assert args.func(args) == 0 and json.loads((res / "summary.json").read_text()) == summary | {
+        "seconds": json.loads((res / "summary.json").read_text())["seconds"]}
+    capsys.readouterr()
 
     np.save(tmp_path / "bad.npy", np.zeros(5))
     args = parser.parse_args(["fit", str(out), "--data", str(tmp_path / "bad.npy"), "-o", str(res)])

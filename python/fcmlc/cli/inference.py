@@ -6,11 +6,15 @@ import time
 from pathlib import Path
 
 from .._checks import check_positive_int, check_threads
-from .._io import atomic_write_json
+from .._io import OutputDir, atomic_write_json, check_writable
 from ..data_vectors import model_data_source, model_experiments
 from ..fit_summary import fit_summary
 from ._args import (add_data_dir_arg, add_data_source_args, add_diagnostics_args, add_mc_dropout_args, add_model_arg,
                     data_source_options, diagnostics_options)
+
+
+#: The files `fcmlc fit` writes (all of them, or none).
+FIT_OUTPUTS = ("posterior.npz", "posterior.png", "summary.json", "diagnostics.json")
 
 
 def register(subparsers) -> None:
@@ -69,6 +73,7 @@ def register(subparsers) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default cpu")
     add_data_dir_arg(p)
     add_diagnostics_args(p)
+    p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier fit in the output directory")
     p.set_defaults(func=cmd_fit)
 
 
@@ -90,6 +95,7 @@ def _read_config_arg(text) -> dict:
 
 
 def cmd_train(args) -> int:
+    check_writable(Path(args.output), replace=True)  # where the model directory goes: before any training
     from ..models import train  # torch: loaded by the command only, so `fcmlc --help` stays fast
 
     cfg = _read_config_arg(args.config)
@@ -141,6 +147,7 @@ def cmd_fit(args) -> int:
     src = model_data_source(model, data_dir=args.data_dir, **data_source_options(args))
     x, meta, truth = src.x, src.meta, src.truth
 
+    out = OutputDir(args.output, FIT_OUTPUTS, args.overwrite)  # checked before the fit and its diagnostics
     t0 = time.perf_counter()
     post = model.posterior(x, n_samples=args.samples, seed=args.mc_seed, bandwidth=args.bandwidth,
                            threads=args.threads)
@@ -148,9 +155,6 @@ def cmd_fit(args) -> int:
     meta.update({"samples": args.samples, "mc_seed": args.mc_seed, "bandwidth": args.bandwidth,
                  "seconds": dt})
 
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    post.to_npz(out / "posterior.npz")
     summary = fit_summary(post, model, meta)
     diag = None
     if not args.no_diagnostics:
@@ -162,11 +166,14 @@ def cmd_fit(args) -> int:
             print(f"diagnostics skipped: {e}")
         if eset is not None:
             diag = post.diagnostics(eset.experiments, x, threads=args.threads, **diagnostics_options(args))
-            atomic_write_json(out / "diagnostics.json", diag.to_dict())
             summary["diagnostics"] = diag.status
-    atomic_write_json(out / "summary.json", summary)
-    post.save_plot(out / "posterior.png", truth=truth, title=f"FCMLC posterior: {', '.join(model.experiments)}")
-    _print_summary(summary, out)
+    with out.writing() as stage:  # every file, or none
+        post.to_npz(stage / "posterior.npz")
+        if diag is not None:
+            atomic_write_json(stage / "diagnostics.json", diag.to_dict())
+        atomic_write_json(stage / "summary.json", summary)
+        post.save_plot(stage / "posterior.png", truth=truth, title=f"FCMLC posterior: {', '.join(model.experiments)}")
+    _print_summary(summary, out.path)
     if diag is not None:
         print(diag)
     return 0
