@@ -131,7 +131,12 @@ def entry() -> None:
     its status. After an interruption the process ends at once (its files are closed by then),
     without waiting for a chunk still being computed in a worker thread, and without finalizing
     a library whose import the signal may have cut short."""
-    status = main()
+    try:
+        status = main()
+    except KeyboardInterrupt as e:  # a signal in the instant main's own handlers were being removed
+        command = " ".join(["fcmlc"] + [a for a in sys.argv[1:2] if not a.startswith("-")])
+        print(f"{command}: interrupted", file=sys.stderr)
+        status = 128 + int(getattr(e, "signum", None) or signal.SIGINT)
     if status >= 128:
         sys.stdout.flush()
         sys.stderr.flush()
