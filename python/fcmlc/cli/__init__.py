@@ -137,6 +137,10 @@ def entry() -> None:
         command = " ".join(["fcmlc"] + [a for a in sys.argv[1:2] if not a.startswith("-")])
         print(f"{command}: interrupted", file=sys.stderr)
         status = 128 + int(getattr(e, "signum", None) or signal.SIGINT)
+    # the command is over: a signal from now on changes nothing (Python's finalization would
+    # otherwise restore the default action, and a late Ctrl-C would kill the finished process)
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
     if status >= 128:
         sys.stdout.flush()
         sys.stderr.flush()
