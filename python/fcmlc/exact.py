@@ -43,7 +43,7 @@ from scipy.linalg import solve_triangular
 
 from .frequentist import Chi2Model, data_matrix, resolve_experiments, whitening_projection
 from .frequentist.linalg import group_matrix
-from .physics import Grid
+from .physics import Grid, grid_or_paper
 from .posterior import Posterior
 from .regions import cell_areas
 from .simulation import expectation_rows
@@ -169,9 +169,7 @@ class ExactModel:
     """
 
     def __init__(self, experiments, grid: Grid | None = None, prior="log-uniform", threads=None):
-        grid = Grid.paper() if grid is None else grid
-        if not isinstance(grid, Grid):
-            raise ValueError(f"grid must be an fcmlc.Grid, got {type(grid).__name__}")
+        grid = grid_or_paper(grid)
         exps = resolve_experiments(experiments)
         self.grid = grid
         self.experiments = exps

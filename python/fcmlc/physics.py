@@ -218,3 +218,12 @@ class Grid:
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def grid_or_paper(grid) -> Grid:
+    """``grid`` checked to be a :class:`Grid`, or the paper's 101 x 101 grid for None (the default
+    of every function that takes a grid)."""
+    grid = Grid.paper() if grid is None else grid
+    if not isinstance(grid, Grid):
+        raise ValueError(f"grid must be an fcmlc.Grid, got {type(grid).__name__}")
+    return grid

@@ -17,7 +17,7 @@ from . import experiments as ex
 from ._checks import UINT64_MAX, check_positive_int, check_seed, check_threads
 from ._io import check_not_dir
 from ._resumable import check_interrupt, deferred_interrupts, open_output, run_output
-from .physics import Grid, sin2_2theta
+from .physics import Grid, grid_or_paper, sin2_2theta
 
 
 # --- covariance factors ------------------------------------------------------------
@@ -256,9 +256,7 @@ def simulate(experiments, grid: Grid | None = None, n_per_point: int = 50, seed:
     """
     if out is None:
         raise ValueError("out (the output HDF5 path) is required")
-    grid = Grid.paper() if grid is None else grid
-    if not isinstance(grid, Grid):
-        raise ValueError("grid must be an fcmlc.Grid")
+    grid = grid_or_paper(grid)
     seed = check_seed(seed)
     n_per_point = check_positive_int(n_per_point, "n_per_point")
     threads = check_threads(threads)

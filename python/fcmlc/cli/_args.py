@@ -9,6 +9,10 @@ from .._checks import check_levels
 from ..physics import Grid
 
 
+#: The files of one fit (`fcmlc fit`, `fcmlc exact`), written all together or not at all
+#: (diagnostics.json unless --no-diagnostics).
+POSTERIOR_OUTPUTS = ("posterior.npz", "posterior.png", "summary.json", "diagnostics.json")
+
 def grid_arg(text: str) -> Grid:
     """argparse type of --grid: 'N' or 'NxM' (|Ue4| x dm2 points) -> a Grid of that shape."""
     parts = text.lower().split("x")

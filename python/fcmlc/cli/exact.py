@@ -6,19 +6,16 @@ import time
 from .._checks import check_threads
 from .._io import OutputDir, atomic_write_json
 from ..data_vectors import data_source, experiment_set_asimov
-from ._args import (add_data_dir_arg, add_data_source_args, add_diagnostics_args, add_experiments_arg,
-                    add_grid_args, add_overwrite_arg, data_source_options, diagnostics_options, grid_from_args,
-                    parse_experiments)
-
-#: The files `fcmlc exact` writes to its output directory (diagnostics.json unless --no-diagnostics).
-EXACT_OUTPUTS = ("posterior.npz", "posterior.png", "summary.json", "diagnostics.json")
-
+from ._args import (POSTERIOR_OUTPUTS, add_data_dir_arg, add_data_source_args, add_diagnostics_args,
+                    add_experiments_arg, add_grid_args, add_overwrite_arg, data_source_options, diagnostics_options,
+                    grid_from_args, parse_experiments)
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "exact", help="exact posterior on the grid from the simulator's likelihood (the reference for FCMLC)",
         description="Compute the posterior over (|Ue4|, dm2) directly from the experiments' likelihood "
-                    "(normalisations integrated out, pulls linearised; docs/diagnostics.md) for one data vector, "
+                    "(shape-only experiments by the shape of each normalisation group, normalisations with a prior "
+                    "integrated out, pulls linearised; docs/diagnostics.md) for one data vector, "
                     "with the fit diagnostics. Writes posterior.npz, posterior.png, summary.json and "
                     "diagnostics.json to the output directory.")
     add_experiments_arg(p)
@@ -37,7 +34,7 @@ def register(subparsers) -> None:
 def cmd_exact(args) -> int:
     check_threads(args.threads, "--threads")
     grid = grid_from_args(args)
-    out = OutputDir(args.output, EXACT_OUTPUTS, args.overwrite)
+    out = OutputDir(args.output, POSTERIOR_OUTPUTS, args.overwrite)
     # scipy and the experiment models: loaded by the command only, so `fcmlc --help` stays fast
     from .. import experiments as ex
     from ..diagnostics import diagnose

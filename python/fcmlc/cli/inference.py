@@ -9,12 +9,8 @@ from .._checks import check_positive_int, check_threads
 from .._io import OutputDir, atomic_write_json, check_writable
 from ..data_vectors import model_data_source, model_experiments
 from ..fit_summary import fit_summary
-from ._args import (add_data_dir_arg, add_data_source_args, add_diagnostics_args, add_mc_dropout_args, add_model_arg,
-                    data_source_options, diagnostics_options)
-
-
-#: The files `fcmlc fit` writes (all of them, or none).
-FIT_OUTPUTS = ("posterior.npz", "posterior.png", "summary.json", "diagnostics.json")
+from ._args import (POSTERIOR_OUTPUTS, add_data_dir_arg, add_data_source_args, add_diagnostics_args,
+                    add_mc_dropout_args, add_model_arg, data_source_options, diagnostics_options)
 
 
 def register(subparsers) -> None:
@@ -147,7 +143,7 @@ def cmd_fit(args) -> int:
     src = model_data_source(model, data_dir=args.data_dir, **data_source_options(args))
     x, meta, truth = src.x, src.meta, src.truth
 
-    out = OutputDir(args.output, FIT_OUTPUTS, args.overwrite)  # checked before the fit and its diagnostics
+    out = OutputDir(args.output, POSTERIOR_OUTPUTS, args.overwrite)  # checked before the fit and its diagnostics
     t0 = time.perf_counter()
     post = model.posterior(x, n_samples=args.samples, seed=args.mc_seed, bandwidth=args.bandwidth,
                            threads=args.threads)

@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import _core
 from .._checks import UINT64_MAX, check_seed, check_threads
-from ..physics import Grid, sin2_2theta
+from ..physics import Grid, grid_or_paper, sin2_2theta
 from ..simulation import Sampler, expectation_rows, resolve_experiments
 from .linalg import group_matrix, group_profile_chi2, packed_inverse_cholesky, prune_factors, whitening_projection
 from .wilks import WILKS_LEVELS, raster_limits, wilks_regions
@@ -115,9 +115,7 @@ class Chi2Model:
     """
 
     def __init__(self, experiments, grid: Grid | None = None):
-        grid = Grid.paper() if grid is None else grid
-        if not isinstance(grid, Grid):
-            raise ValueError(f"grid must be an fcmlc.Grid, got {type(grid).__name__}")
+        grid = grid_or_paper(grid)
         exps = resolve_experiments(experiments)
         self.grid = grid
         self.experiments = exps
