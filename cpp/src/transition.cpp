@@ -389,7 +389,7 @@ std::vector<Prepared> prepare(const RqsFlowSpec& spec) {
 
 // Per-thread scratch.
 struct Work {
-  std::vector<double> z0, z1, lq;
+  std::vector<double> z0, z1;
   std::vector<double> g, gate, cand;
   std::vector<double> P, Hm, U, P2, H2, U2;  // points, hidden state and block pre-activations
   std::vector<std::pair<idx, double>> ins;
