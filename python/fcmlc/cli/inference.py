@@ -8,6 +8,7 @@ from pathlib import Path
 from .._checks import check_positive_int, check_threads
 from .._io import OutputDir, atomic_write_json, check_writable
 from ..data_vectors import model_data_source, model_experiments
+from ..estimators import DESCRIPTIONS, ESTIMATORS
 from ..fit_summary import fit_summary
 from ._args import (POSTERIOR_OUTPUTS, add_data_dir_arg, add_data_source_args, add_diagnostics_args,
                     add_mc_dropout_args, add_model_arg, data_source_options, diagnostics_options)
@@ -29,6 +30,9 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="model directory to write")
     p.add_argument("--experiments", default=None,
                    help="comma-separated subset of the dataset's experiments to train on (default: all)")
+    p.add_argument("--estimator", default="fcmlc", type=str.lower, choices=ESTIMATORS,
+                   help="posterior estimator (default fcmlc, the paper's pipeline): "
+                        + "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items()))
     p.add_argument("--max-epochs", "--epochs", dest="max_epochs", type=int, default=None, metavar="N",
                    help="maximum epochs for the regressor and for the flow (default 10000 / 200 and 20 with --fast)")
     p.add_argument("--patience", type=int, default=None, metavar="N",
@@ -92,7 +96,7 @@ def _read_config_arg(text) -> dict:
 
 def cmd_train(args) -> int:
     check_writable(Path(args.output), replace=True)  # where the model directory goes: before any training
-    from ..models import train  # torch: loaded by the command only, so `fcmlc --help` stays fast
+    from ..estimators import train  # torch: loaded by the command only, so `fcmlc --help` stays fast
 
     cfg = _read_config_arg(args.config)
     if args.fast:
@@ -116,17 +120,18 @@ def cmd_train(args) -> int:
         cfg["threads"] = args.threads
     experiments = None if args.experiments is None else [s.strip() for s in args.experiments.split(",") if s.strip()]
     t0 = time.perf_counter()
-    model = train(args.dataset, out=args.output, experiments=experiments, config=cfg, device=args.device,
-                  seed=args.seed, progress=not args.no_progress, restart=args.restart)
+    model = train(args.dataset, out=args.output, estimator=args.estimator, experiments=experiments, config=cfg,
+                  device=args.device, seed=args.seed, progress=not args.no_progress, restart=args.restart)
     tr = model.info["training"]
-    r, f = tr["regressor"], tr["flow"]
-    print(f"{args.output}: FCMLC model for {', '.join(model.experiments)} ({model.n_features} features)")
-    print(f"  regressor: {r['epochs']} epochs ({r['stop_reason']}), best validation MSE {r['best_val_mse']:.4g} "
-          f"(standardised units), {r['seconds']:.0f} s")
-    print(f"  flow:      {f['epochs']} epochs ({f['stop_reason']}), best validation NLL {f['best_val_nll']:.4g}, "
-          f"{f['seconds']:.0f} s")
-    print(f"  transition matrix {model.transition.shape[0]} x {model.transition.shape[1]}: "
-          f"{tr['transition_seconds']:.0f} s; total {time.perf_counter() - t0:.0f} s")
+    print(f"{args.output}: {model.estimator} model for {', '.join(model.experiments)} ({model.n_features} features)")
+    for name, h in tr.get("networks", {}).items() if "networks" in tr else (("regressor", tr["regressor"]),
+                                                                            ("flow", tr["flow"])):
+        loss = next((f"{k} {h[k]:.4g}" for k in ("best_val_mse", "best_val_nll", "best_val_loss") if k in h), "")
+        print(f"  {name + ':':<10} {h['epochs']} epochs ({h['stop_reason']}), best validation {loss.replace('best_val_', '')}"
+              f", {h['seconds']:.0f} s")
+    if "transition_seconds" in tr:
+        print(f"  transition matrix: {tr['transition_seconds']:.0f} s")
+    print(f"  total {time.perf_counter() - t0:.0f} s")
     if tr.get("resumed"):
         print(f"  resumed from a checkpoint ({tr['resumed'][-1]['from']})")
     if tr.get("machine_dependent"):

@@ -74,6 +74,7 @@ def write_model_directory(model, directory) -> Path:
     cfg = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
+        "estimator": getattr(model, "estimator", "fcmlc"),
         "fcmlc_version": model.version,
         "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "experiments": model.experiments,

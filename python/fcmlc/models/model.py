@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..estimators import estimator_of
+from ..estimators import load as load_estimator
 from ..posterior import Posterior, integrate, kde_bandwidth, kde_grid
 from .directory import read_model_directory, write_model_directory
 from .features import FeatureMap
@@ -30,6 +32,9 @@ class FCMLC:
 
     Build one with :func:`train` or :meth:`FCMLC.load`.
     """
+
+    #: the registry name of this estimator (:mod:`fcmlc.estimators`)
+    estimator = "fcmlc"
 
     def __init__(self, regressor: Regressor, flow: ConditionalFlow, transition: np.ndarray,
                  yhat_grid: CellGrid, y_grid: CellGrid, experiments, config: dict | None = None,
@@ -182,5 +187,10 @@ class FCMLC:
         Checks the format version, the sha256 of every file and the consistency of the
         weights, scalers and transition matrix with config.json; raises
         :class:`~fcmlc.models.ModelDirectoryError` naming the file and the problem otherwise.
+
+        A directory of another estimator (``fcmlc train --estimator``) is loaded as that
+        estimator's model (:func:`fcmlc.estimators.load`), which has the same ``posterior``.
         """
+        if estimator_of(directory) != "fcmlc":
+            return load_estimator(directory, device=device, verify=verify)
         return cls(**read_model_directory(directory, device, verify))
