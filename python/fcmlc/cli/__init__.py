@@ -19,14 +19,14 @@ from .. import __version__
 from .._io import FULL_ERRNOS
 from .._resumable import catch_signals, interrupt_signal
 from ..exceptions import DiskFullError, FormatError, OutputExistsError
-from . import exact, frequentist, inference, reproduce, simulate, validation
+from . import estimators, exact, frequentist, inference, reproduce, simulate, validation
 from ._args import add_common_generation_args, add_grid_args, grid_from_args, parse_experiments
 
 __all__ = ["build_parser", "main", "entry", "add_common_generation_args", "add_grid_args", "grid_from_args",
            "parse_experiments", "EXIT_CODES"]
 
 #: The command groups, in the order `fcmlc --help` lists their commands.
-COMMAND_GROUPS = (simulate, inference, exact, frequentist, validation, reproduce)
+COMMAND_GROUPS = (simulate, inference, exact, frequentist, validation, estimators, reproduce)
 
 #: Exit status of `fcmlc` by outcome (also in `fcmlc --help` and the README).
 EXIT_CODES = {

@@ -8,7 +8,7 @@ from pathlib import Path
 from .._checks import check_positive_int, check_threads
 from .._io import OutputDir, atomic_write_json, check_writable
 from ..data_vectors import model_data_source, model_experiments
-from ..estimators import DESCRIPTIONS, ESTIMATORS
+from ..estimators import DESCRIPTIONS, ESTIMATORS, LABELS
 from ..fit_summary import fit_summary
 from ._args import (POSTERIOR_OUTPUTS, add_data_dir_arg, add_data_source_args, add_diagnostics_args,
                     add_mc_dropout_args, add_model_arg, data_source_options, diagnostics_options)
@@ -123,7 +123,7 @@ def cmd_train(args) -> int:
     model = train(args.dataset, out=args.output, estimator=args.estimator, experiments=experiments, config=cfg,
                   device=args.device, seed=args.seed, progress=not args.no_progress, restart=args.restart)
     tr = model.info["training"]
-    print(f"{args.output}: {model.estimator} model for {', '.join(model.experiments)} ({model.n_features} features)")
+    print(f"{args.output}: {LABELS[model.estimator]} model for {', '.join(model.experiments)} ({model.n_features} features)")
     for name, h in tr.get("networks", {}).items() if "networks" in tr else (("regressor", tr["regressor"]),
                                                                             ("flow", tr["flow"])):
         loss = next((f"{k} {h[k]:.4g}" for k in ("best_val_mse", "best_val_nll", "best_val_loss") if k in h), "")

@@ -23,7 +23,7 @@ import importlib
 import json
 from pathlib import Path
 
-__all__ = ["ESTIMATORS", "DESCRIPTIONS", "estimator_of", "load", "train"]
+__all__ = ["ESTIMATORS", "DESCRIPTIONS", "LABELS", "estimator_of", "load", "train"]
 
 #: estimator name -> module holding its ``train`` and ``load`` functions
 _MODULES = {
@@ -39,6 +39,9 @@ DESCRIPTIONS = {
     "npe": "neural posterior estimation: conditional spline flow p(y|x) on the data features",
     "nre": "neural ratio estimation: classifier log r(x, y), posterior = prior x exp(log r)",
 }
+
+#: how figures, tables and messages name each estimator
+LABELS = {"fcmlc": "FCMLC", "ensemble": "FCMLC ensemble", "npe": "NPE", "nre": "NRE"}
 
 
 def check_estimator(name) -> str:

@@ -151,13 +151,15 @@ def _fcmlc_statistic(model, tr: _Trials, closed: bool, n_samples, seed, threads,
     """FCMLC evaluation: per trial the credibility level of the truth (posterior mass of the
     denser cells; 1 for a failed fit, which never covers) and which fits failed. With ``exact``
     (an :class:`fcmlc.exact.ExactModel` on the posterior cells) also the exact posterior's
-    statistic and, per trial, the total-variation distance of FCMLC from it and the IoU of their
-    HPD regions at ``levels`` (NaN for failed fits)."""
+    statistic and, per trial, the total-variation distance of FCMLC from it, the Kullback-Leibler
+    divergence KL(exact || FCMLC) and the IoU of their HPD regions at ``levels`` (NaN for failed
+    fits)."""
     eu, ed, areas = _cell_edges_and_area(model)
     s_f = np.empty(tr.n)
     failed = np.zeros(tr.n, bool)
     s_e = np.empty(tr.n) if exact is not None else None
     tv = np.full(tr.n, np.nan)
+    kl = np.full(tr.n, np.nan)
     ious = np.full((tr.n, len(levels)), np.nan)
     with torch_threads(threads):
         for b, s0 in enumerate(range(0, tr.n, FCMLC_BATCH)):
@@ -169,25 +171,37 @@ def _fcmlc_statistic(model, tr: _Trials, closed: bool, n_samples, seed, threads,
             if exact is not None:
                 ex = np.exp(exact.log_posterior(tr.x[sl]))
                 s_e[sl] = truth_credible_levels(ex, eu, ed, tr.ue4[sl], tr.dm2[sl], closed=closed)
-                tv[sl], ious[sl] = _distances(dens, ex, areas, bad, levels)
+                tv[sl], kl[sl], ious[sl] = _distances(dens, ex, areas, bad, levels)
             if bar is not None:
                 bar.update(sl.stop - sl.start)
-    return s_f, failed, s_e, tv, ious
+    return s_f, failed, s_e, (tv, kl, ious)
+
+
+#: cell masses of the estimator below this floor count as this floor in KL(exact || estimator):
+#: a cell the estimator gives no mass at all would make the divergence infinite although the
+#: posterior is otherwise close (KDE and flow tails underflow far from the data); with the floor
+#: such cells add at most (exact mass) x log(exact mass / 1e-300) nats (about 690 x that mass)
+KL_MASS_FLOOR = 1e-300
 
 
 def _distances(dens, ex, areas, bad, levels):
-    """Per trial: total-variation distance of the two posteriors' cell masses and IoU (area) of
-    their HPD regions at each level."""
+    """Per trial: total-variation distance of the two posteriors' cell masses, KL(exact || estimator)
+    in nats over the cells (estimator masses floored at :data:`KL_MASS_FLOOR`) and the IoU (area)
+    of their HPD regions at each level."""
     mf = dens * areas
     mf /= mf.sum(axis=(1, 2), keepdims=True)
     me = ex * areas
     me /= me.sum(axis=(1, 2), keepdims=True)
     tv = 0.5 * np.abs(mf - me).sum(axis=(1, 2))
+    pos = me > 0
+    kl = np.where(pos, me * (np.log(np.where(pos, me, 1.0)) - np.log(np.maximum(mf, KL_MASS_FLOOR))), 0.0)
+    kl = kl.sum(axis=(1, 2))
     ious = np.array([[iou(hpd_region(f, L, areas), hpd_region(e, L, areas), areas) for L in levels]
                      for f, e in zip(dens, ex)]).reshape(len(dens), len(levels))
     tv[bad] = np.nan
+    kl[bad] = np.nan
     ious[bad] = np.nan
-    return tv, ious
+    return tv, kl, ious
 
 
 def _exact_statistic(model, exact, tr: _Trials, closed: bool, bar):
@@ -203,13 +217,15 @@ def _exact_statistic(model, exact, tr: _Trials, closed: bool, bar):
     return s_e
 
 
-def _distance_summary(tv, ious, levels) -> dict:
+def _distance_summary(tv, kl, ious, levels) -> dict:
     ok = np.isfinite(tv)
     if not ok.any():
         return {}
     return {"n_trials": int(ok.sum()),
             "total_variation": {"mean": float(np.mean(tv[ok])), "median": float(np.median(tv[ok])),
                                 "p90": float(np.quantile(tv[ok], 0.9))},
+            "kl": {"mean": float(np.mean(kl[ok])), "median": float(np.median(kl[ok])),
+                   "p90": float(np.quantile(kl[ok], 0.9)), "units": "nats, KL(exact || estimator) over the cells"},
             "iou_mean": {f"{L:g}": float(np.mean(ious[ok, i])) for i, L in enumerate(levels)}}
 
 
@@ -296,8 +312,8 @@ def coverage(model, trials: int = 2000, levels=(0.68, 0.90, 0.95), seed: int = 0
     The chi2 grid's points must lie inside the posterior grid (the model's ranges).
 
     * 'exact': the exact posterior on the same cells (:mod:`fcmlc.exact`) -> the same HPD test;
-      with 'fcmlc' also the total-variation distance of each FCMLC posterior from the exact one
-      and the IoU of their HPD regions, summarised in ``meta['fcmlc_vs_exact']``.
+      with 'fcmlc' also the total-variation distance of each FCMLC posterior from the exact one,
+      KL(exact || FCMLC) and the IoU of their HPD regions, summarised in ``meta['fcmlc_vs_exact']``.
 
     methods: subset of ('fcmlc', 'exact', 'wilks', 'fc'); None = all that apply ('fc' only with ``fc``).
     grid: chi2 grid and range of the truths when no ``fc`` is given (default: the model's
@@ -356,13 +372,13 @@ def coverage(model, trials: int = 2000, levels=(0.68, 0.90, 0.95), seed: int = 0
             timings["exact_setup"] = time.perf_counter() - t
         if "fcmlc" in methods:
             t = time.perf_counter()
-            stat["fcmlc"], failed, s_e, tv, ious = _fcmlc_statistic(model, tr, truths == "grid", n_samples, seed,
+            stat["fcmlc"], failed, s_e, dist = _fcmlc_statistic(model, tr, truths == "grid", n_samples, seed,
                                                                     threads, bar, exact, levels)
             covered["fcmlc"] = stat["fcmlc"][:, None] < lv[None, :]
             timings["fcmlc_fits"] = time.perf_counter() - t
             if exact is not None:
                 stat["exact"] = s_e
-                distances = _distance_summary(tv, ious, levels)
+                distances = _distance_summary(*dist, levels)
         elif exact is not None:
             t = time.perf_counter()
             stat["exact"] = _exact_statistic(model, exact, tr, truths == "grid", bar)
