@@ -257,3 +257,24 @@ def test_model_directory_replaced_whole_and_foreign_directory_refused(dataset, r
     with pytest.raises(OutputExistsError, match=r"holds files that are not a model's \(keep\.txt\)"):
         train(dataset, out=tmp_path / "notes", config=cfg, device="cpu", seed=4, progress=False)
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+
+
+def test_cosine_flow_schedule_decays_and_resumes_to_the_same_model(dataset, tmp_path, monkeypatch):
+    """The cosine learning rate is a function of the position in the run only: a run interrupted
+    after its first flow epoch resumes to the same weights as an uninterrupted one."""
+    cfg = {**CFG, "flow": {**CFG["flow"], "lr_schedule": "cosine", "patience": 10, "min_delta": 0.0}}
+    ref = train(dataset, config=cfg, device="cpu", seed=4, progress=False)
+    f = ref.info["training"]["flow"]
+    assert f["epochs"] == 4
+    # lr recorded after each epoch e: the value at its last step, between the schedule's values at the
+    # epoch's end and start, lr (1 + cos(pi t / 4)) / 2 with t = e + 1 and t = e
+    cos = [2e-2 * 0.5 * (1 + np.cos(np.pi * t / 4)) for t in range(5)]
+    assert all(cos[e + 1] < got < cos[e] for e, got in enumerate(f["lr"])), f["lr"]
+    out = tmp_path / "model"
+    with monkeypatch.context() as m:
+        Interrupt(m, (7,))
+        with pytest.raises(KeyboardInterrupt):
+            train(dataset, out=out, config=cfg, device="cpu", seed=4, progress=False)
+    assert_same_model(train(dataset, out=out, config=cfg, device="cpu", seed=4, progress=False), ref)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train(dataset, config={**CFG, "flow": {"lr_schedule": "linear"}}, device="cpu", seed=4, progress=False)

@@ -98,6 +98,9 @@ class FlowConfig:
     min_delta: float = 0.0  # absolute improvement of the validation NLL (nats) that counts
     grad_clip: float | None = 5.0
     dequantize: bool = True  # jitter the grid-valued y uniformly within its grid cell
+    #: "constant" (the paper) or "cosine": lr x (1 + cos(pi t)) / 2 with t the fraction of
+    #: ``max_epochs`` done, updated every step (decays to 0 at the last epoch)
+    lr_schedule: str = "constant"
 
     def architecture(self) -> dict:
         return dict(n_layers=self.n_layers, hidden=self.hidden, n_blocks=self.n_blocks, n_bins=self.n_bins,
@@ -209,6 +212,8 @@ class TrainConfig:
         for part in (self.regressor, self.flow):
             if part.batch_size < 1 or part.max_epochs < 1 or part.patience < 1 or not part.lr > 0:
                 raise ValueError(f"invalid optimisation settings: {part}")
+        if self.flow.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"flow lr_schedule must be 'constant' or 'cosine', got {self.flow.lr_schedule!r}")
         if self.hyperparameters not in ("paper", "fast"):
             raise ValueError(f"hyperparameters must be 'paper' or 'fast', got {self.hyperparameters!r}")
         if self.in_memory not in ("auto", True, False):

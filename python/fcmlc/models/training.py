@@ -277,7 +277,7 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
         # the flow's own dropout layers (normflows nn.Dropout) draw from the global generator
         torch.manual_seed(as_seed((seed, 24)))
         stopper = _EarlyStopping(config.patience, config.min_delta, relative=False)
-        hist = {"train_nll": [], "val_nll": [], "epoch_seconds": [], "skipped_batches": []}
+        hist = {"train_nll": [], "val_nll": [], "epoch_seconds": [], "skipped_batches": [], "lr": []}
         first = 0
         if resume is not None:
             flow.flow.load_state_dict(resume["flow"])
@@ -291,6 +291,16 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
         deadline = _Deadline(time_budget, resume["seconds"] if resume is not None else 0.0)
         stop_reason = "max_epochs"
         bs = int(config.batch_size)
+        n_train = max(len(train), 1)
+
+        def set_lr(epoch, done):
+            """The schedule's learning rate after ``done`` pairs of ``epoch`` (a function of the
+            position only, so a resumed loop continues it exactly)."""
+            if config.lr_schedule == "cosine":
+                t = (epoch + done / n_train) / config.max_epochs
+                for g in opt.param_groups:
+                    g["lr"] = config.lr * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+
         epochs = tqdm(range(first, config.max_epochs), desc="flow", unit="epoch", disable=not progress,
                       initial=first, total=config.max_epochs)
         for epoch in epochs:
@@ -300,11 +310,14 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
             rng = np.random.default_rng([int(seed), 26, epoch])
             tot, cnt, skipped = 0.0, 0, 0
             out_of_time = False
+            done = 0
             with tqdm(total=len(train), desc=f"epoch {epoch}", unit="sample", leave=False,
                       disable=not progress) as bar:
                 for xb, yb in train.chunks((seed, 27, epoch)):
                     Y, C = pairs(xb, yb, gen, rng)
                     for r0 in range(0, len(Y), bs):
+                        set_lr(epoch, done)
+                        done += len(Y[r0:r0 + bs])
                         loss = -torch.mean(flow.flow.log_prob(Y[r0:r0 + bs], context=C[r0:r0 + bs]))
                         if not torch.isfinite(loss):
                             skipped += 1
@@ -329,6 +342,7 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
             hist["val_nll"].append(v)
             hist["epoch_seconds"].append(time.monotonic() - t_ep)
             hist["skipped_batches"].append(skipped)
+            hist["lr"].append(opt.param_groups[0]["lr"])
             epochs.set_postfix(train=f"{hist['train_nll'][-1]:.4f}", val=f"{v:.4f}", best=f"{stopper.best:.4f}")
             if (reason := stopper.stop_reason(out_of_time)) is not None:
                 stop_reason = reason
