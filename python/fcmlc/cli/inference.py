@@ -21,7 +21,7 @@ def register(subparsers) -> None:
                     "matrix, on the 'train' split of a dataset written by `fcmlc simulate`, and save the model "
                     "directory. Defaults are the paper's Tables III/IV (batch 32, patience 50: hours on a CPU "
                     "at paper scale); --fast keeps the networks but uses a schedule that trains a paper-scale "
-                    "single-experiment dataset in about 15 minutes on 2 CPU cores. Training stops on epochs "
+                    "single-experiment dataset in minutes on 2 CPU cores (benchmarks/RESULTS.md). Training stops on epochs "
                     "and patience, so the same seed, data, device and --threads give the same weights however "
                     "fast or busy the machine, unless --time-budget is given. A checkpoint is kept after every "
                     "epoch in OUTPUT.partial/: after an interruption, the same command resumes and ends with the "
@@ -45,7 +45,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--fast", action="store_true",
                    help="the 'fast' preset: regressor batch 256, lr 2e-3 with reduce-on-plateau, patience 8, at "
-                        "most 200 epochs; flow patience 8, at most 20 epochs (see fcmlc.models.config)")
+                        "most 200 epochs; flow batch 2048, lr 2e-3 with a cosine decay over 8 epochs (see "
+                        "fcmlc.models.config). With --estimator npe/nre/ensemble: that estimator's fast preset")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads during training (default: torch's default; at batch 32 on a CPU 1 thread "
                         "is often fastest)")

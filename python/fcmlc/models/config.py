@@ -15,27 +15,28 @@ is ~11,500 optimizer steps; on 2 CPU cores that is tens of seconds per epoch, an
 means at least 50 epochs after the last improvement, i.e. hours (see
 ``benchmarks/results/training.md``). The preset :meth:`TrainConfig.fast`
 (``hyperparameters="fast"``, CLI ``--fast``) keeps the architectures, dropout rates and loss
-but changes the optimisation schedule so that regressor + flow train in about 15 minutes on
-2 CPU cores. It stops on epochs and patience only, never on the clock, so the same seed, data,
-device and thread count give bit-identical weights however busy the machine is:
+but changes the optimisation schedule. It stops on epochs and patience only, never on the
+clock, so the same seed, data, device and thread count give bit-identical weights however busy
+the machine is:
 
 * regressor: batch 256 with lr 2e-3 (square-root scaling of lr 1e-3 for an 8x larger batch
   would be 2.8e-3; 2e-3 is the slightly more conservative choice), a reduce-on-plateau
   schedule (x0.5 after 3 epochs without improvement), early stopping patience 8, at most
-  200 epochs;
-* flow: the paper's batch 512, lr 5e-4 and dropout, early-stopping patience 8, at most 20 epochs.
+  200 epochs (a safeguard: patience stops it after 12-26 epochs at paper scale);
+* flow: batch 2048, lr 2e-3 with a cosine decay to 0 over 8 epochs (the paper's batch 512 and
+  lr 5e-4 at a constant rate needed 20 epochs). A batch of 2048 pairs costs about 1.6x less
+  per pair than 512 on a CPU, and the schedule converges in 8 epochs: about a fifth of the
+  former 20-epoch flow time.
 
-These are the settings of ``benchmarks/paper_fast_task.py``, with which the README's
-paper-scale figures and coverage numbers were made. Its runs on the 2-core development machine
-(paper-scale data, 367k training samples, torch's default 2 threads, other jobs sharing the
-cores) took: STEREO regressor 13 epochs (stopped by patience) in 201 s + flow 20 epochs in
-615 s = 816 s; BEST 26 + 20 epochs in 461 s; the global fit 12 + 20 epochs in 1484 s. That is
-about what the 840 s wall-clock budget this preset used to have allowed a single experiment
-(that budget made the weights depend on the machine's speed and load). With the per-epoch
-times of ``benchmarks/results/training.md`` (one thread, quiet machine: 4.0 s per regressor
-epoch at batch 256, 27.2 s per flow epoch) the flow's cap is 9 minutes; the regressor's cap
-of 200 epochs is a safeguard that patience reaches long before (12-26 epochs in the runs
-above). The transition matrix (about 4 minutes at the default grids) comes on top.
+Chosen by measurement (``benchmarks/bench_flow_presets.py`` ->
+``benchmarks/results/training_presets.md``): with the regressor fixed, on the paper-scale BEST
+data flows trained with batch/lr/epochs/schedule 512/5e-4/20/constant (the former preset),
+2048/2e-3/8/cosine, 2048/1e-3/8/cosine and 1024/1e-3/10/cosine reach the same accuracy (mean
+total-variation distance from the exact posterior 0.078, 0.072, 0.075, 0.069; coverage at
+68/90/95 % within 2.2 % of nominal over 1000 trials) in 410, 181, 160 and 251 s of flow
+training; on STEREO 512/5e-4/20 and 2048/2e-3/8/cosine give TV 0.184 and 0.186, coverage
+0.674/0.869/0.935 and 0.684/0.889/0.942, in 615 and 165 s. The transition matrix takes seconds
+(:mod:`fcmlc.models.transition`).
 
 A wall-clock ``time_budget`` (CLI ``--time-budget S``) is available for either preset: the
 regressor gets ``regressor_time_fraction`` (60 %) of it and the flow whatever the regressor
@@ -138,13 +139,12 @@ class TrainConfig:
 
     @classmethod
     def fast(cls, experiments=None) -> "TrainConfig":
-        """Same networks, faster schedule stopped by epochs and patience (no time budget): a
-        paper-scale single-experiment data set trains in about 15 minutes on 2 CPU cores (see
-        the module docstring for the values, the measurements behind them and why)."""
+        """Same networks, faster schedule stopped by epochs and patience (no time budget); see
+        the module docstring for the values, the measurements behind them and why."""
         cfg = cls(
             regressor=RegressorConfig(lr=2e-3, batch_size=256, max_epochs=200, patience=8, min_delta=1e-4,
                                       lr_plateau_patience=3),
-            flow=FlowConfig(max_epochs=20, patience=8, min_delta=1e-4),
+            flow=FlowConfig(batch_size=2048, lr=2e-3, lr_schedule="cosine", max_epochs=8, patience=8, min_delta=1e-4),
             time_budget=None,  # epochs and patience only: the weights do not depend on the machine
             hyperparameters="fast",
         )

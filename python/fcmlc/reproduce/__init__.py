@@ -16,7 +16,7 @@ Scales (:data:`SCALES`; every number is in the report and in ``steps/*.json``)
            batch 32 with patience 50, dominates).
 ``paper-fast`` the same data, grids, samples, toys and trials as ``paper``, but training with
            the ``fast`` preset (:meth:`fcmlc.models.TrainConfig.fast`: same architectures, larger
-           regressor batch, patience 8, at most 20 flow epochs). The paper-scale
+           regressor batch, patience 8, flow batch 2048 with a cosine schedule over 8 epochs). The paper-scale
            run that fits in an afternoon on 2 CPU cores (``--task all`` 65-85 minutes, see
            ``benchmarks/RESULTS.md``).
 ``small``  one task in at most ~5 minutes on 2 CPU cores: 25 x 25 grid x 100 realizations

@@ -75,19 +75,24 @@ SCALES = {
                    (101, 101), 50, {"hyperparameters": "paper"}, 1000, 2000, 1000, 100),
     "paper-fast": Scale("paper-fast", "the paper's data and evaluation sizes (101 x 101 grid x 50 realizations, KDE grid "
                         "50 x 50, posterior grid 100 x 100, 1000 MC-dropout samples, 1000 FC toys, 2000 coverage "
-                        "trials) with the 'fast' training preset (same networks; batch 256 for the regressor, "
-                        "early-stopping patience 8, at most 200 regressor / 20 flow epochs)",
+                        "trials) with the 'fast' training preset (same networks; regressor batch 256, early-"
+                        "stopping patience 8, at most 200 epochs; flow batch 2048 with a cosine learning rate over "
+                        "8 epochs)",
                         (101, 101), 50, {"hyperparameters": "fast"}, 1000, 2000, 1000, 100),
     "small": Scale("small", "one task in <= ~5 min on 2 CPU cores: 25 x 25 grid x 100 realizations, 'fast' preset "
-                   "capped at 100 regressor / 15 flow epochs, KDE grid 20 x 20, posterior grid 24 x 24, "
+                   "capped at 100 regressor epochs, flow batch 512 at a constant lr 5e-4 for 15 epochs (a 62k-"
+                   "sample set gives too few steps at batch 2048), KDE grid 20 x 20, posterior grid 24 x 24, "
                    "200 FC toys, 300 coverage trials, 300 MC-dropout samples per fit (20 for the MSE maps)",
                    (25, 25), 100, {"hyperparameters": "fast",
-                                   "regressor": {"max_epochs": 100}, "flow": {"max_epochs": 15},
+                                   "regressor": {"max_epochs": 100},
+                                   "flow": {"max_epochs": 15, "batch_size": 512, "lr": 5e-4, "lr_schedule": "constant"},
                                    "yhat_shape": [20, 20], "y_shape": [24, 24]}, 200, 300, 300, 20),
     "tiny": Scale("tiny", "for tests only (not meaningful physics): 13 x 13 grid x 20 realizations, at most 8 / 4 "
                   "epochs, KDE grid 12 x 12, posterior grid 14 x 14, 50 FC toys, 100 coverage trials",
                   (13, 13), 20, {"hyperparameters": "fast",
-                                 "regressor": {"max_epochs": 8, "patience": 4}, "flow": {"max_epochs": 4, "patience": 3},
+                                 "regressor": {"max_epochs": 8, "patience": 4},
+                                 "flow": {"max_epochs": 4, "patience": 3, "batch_size": 512, "lr": 5e-4,
+                                          "lr_schedule": "constant"},
                                  "yhat_shape": [12, 12], "y_shape": [14, 14]}, 50, 100, 100, 20),
 }
 
