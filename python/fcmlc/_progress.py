@@ -42,7 +42,10 @@ def _log_bar_class():
     from tqdm.std import tqdm  # loaded when a bar is made
 
     class LogBar(tqdm):
-        """tqdm whose postfix changes wait for the next timed line instead of forcing one."""
+        """tqdm whose postfix changes wait for the next timed line instead of forcing one, without
+        tqdm's monitor thread (it redraws a bar iterating over an iterable with a stale count)."""
+
+        monitor_interval = 0
 
         def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
             super().set_postfix(ordered_dict, refresh=False, **kwargs)

@@ -162,7 +162,7 @@ def fit_regressor(train: Samples, val: Samples, config: RegressorConfig, *, devi
         return tot / max(cnt, 1)
 
     epochs = progress_bar(range(first, config.max_epochs), desc="regressor", unit="epoch", enabled=progress,
-                  initial=first, total=config.max_epochs)
+                          initial=first, total=config.max_epochs)
     for epoch in epochs:
         t_ep = time.monotonic()
         net.train()
@@ -292,7 +292,7 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
         stop_reason = "max_epochs"
         bs = int(config.batch_size)
         epochs = progress_bar(range(first, config.max_epochs), desc="flow", unit="epoch", enabled=progress,
-                      initial=first, total=config.max_epochs)
+                              initial=first, total=config.max_epochs)
         for epoch in epochs:
             t_ep = time.monotonic()
             flow.flow.train()
