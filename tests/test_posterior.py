@@ -155,6 +155,37 @@ def test_summary_is_json_ready():
     assert s["meta"]["experiment"] == "toy"
 
 
+def test_summary_text_reads_the_summary():
+    _, post = make_posterior()
+    s, text = post.summary(), post.summary_text()
+    assert str(post) == text and "{" not in text  # print(post) is the text, not a dict
+    b = s["best_point"]
+    assert f"sin^2(2 theta) = {b['sin2_2theta']:.3g}, dm2 = {b['dm2']:.3g} eV^2" in text
+    rows = [ln.split() for ln in text.splitlines() if ln.strip().startswith(("68%", "90%", "95%"))]
+    assert [r[0] for r in rows] == ["68%", "90%", "95%"]
+    for r, (lv, v) in zip(rows, s["levels"].items()):
+        assert int(r[1]) == v["n_cells"] and r[2] == f"{v['mass']:.3f}"
+        assert r[4] == ("excluded" if v["excludes_null"] else "allowed")
+        lim = post.upper_limits(float(lv), x="sin2")
+        assert f"< {np.nanmin(lim):.3g} at dm2" in " ".join(r)
+
+
+def test_points_on_the_outer_cell_edges_are_inside_up_to_rounding():
+    # the posterior's outer edges come from 10**log10 of the centres; a chi2 grid's end point on
+    # the same edge (the paper's ranges) differs from it by rounding (1e-13 here, far below
+    # EDGE_TOL = 1e-9 in log10 and far above one ulp) and must still land in the edge cell
+    g = Grid(shape=(25, 25))
+    lu, ld = np.log10(g.ue4), np.log10(g.dm2)
+    hu, hd = lu[1] - lu[0], ld[1] - ld[0]
+    cu = 10 ** np.linspace(lu[0] + hu / 2, lu[-1] - hu / 2, 24)  # 24 cells spanning exactly the grid's ranges
+    cd = 10 ** np.linspace(ld[0] + hd / 2, ld[-1] - hd / 2, 24)
+    post = Posterior(cu, cd, np.ones((24, 24)))
+    for u, d, cell in ((g.ue4[0], g.dm2[-1], (23, 0)), (g.ue4[-1] * (1 + 1e-13), g.dm2[0] * (1 - 1e-13), (0, 23))):
+        assert post.credible_level_of(u, d) == post.credible_level_map()[cell]
+    with pytest.raises(ValueError, match="outside the grid"):
+        post.credible_level_of(g.ue4[0] * 0.999, 1.0)
+
+
 def test_npz_round_trip_is_exact_and_pickle_free(tmp_path):
     _, post = make_posterior()
     path = post.to_npz(tmp_path / "fit.npz")

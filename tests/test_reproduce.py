@@ -195,3 +195,26 @@ def test_global_task_uses_the_public_releases():
     for e, d in zip(exps, data):
         if d["kind"] == "real":
             np.testing.assert_array_equal(d["x"], np.asarray(e.observed, dtype=float))
+
+
+def test_report_discusses_levels_outside_their_band():
+    from fcmlc.reproduce.report import coverage_discussion
+
+    def row(nominal, covered, band):
+        return {"nominal": nominal, "observed": covered / 300, "band": band, "covered": covered}
+
+    c = {"n_trials": 300, "band_confidence": 0.6827, "methods": ["fcmlc", "exact", "wilks"],
+         "coverage": {"fcmlc": {"0.68": row(0.68, 189, [0.601, 0.658]), "0.9": row(0.9, 270, [0.88, 0.92])},
+                      "exact": {"0.68": row(0.68, 204, [0.652, 0.707]), "0.9": row(0.9, 269, [0.877, 0.915])},
+                      "wilks": {"0.68": row(0.68, 276, [0.90, 0.94]), "0.9": row(0.9, 270, [0.88, 0.92])}}}
+    text = " ".join(coverage_discussion(c))
+    # FCMLC at 68 %: 0.630 against sqrt(0.68 * 0.32 / 300) = 0.0269 -> 1.86 standard errors below
+    assert "FCMLC at 68%: observed 0.630 (189 of 300), **under-covers** by 0.050 = 1.9 standard errors" in text
+    assert "consistent with a Monte-Carlo fluctuation" in text and "would be too small" in text
+    # Wilks at 68 %: 0.920, (0.92 - 0.68) / 0.0269 = 8.9 standard errors above: significant, conservative
+    assert "Wilks at 68%: observed 0.920 (276 of 300), **over-covers** by 0.240 = 8.9 standard errors" in text
+    assert "significant" in text and "are conservative" in text
+    assert "2 of 6 method-level pairs" in text and "about 1.9 would lie outside by chance" in text
+    assert "exact posterior at" not in text  # inside its band: not discussed
+    inside = {**c, "coverage": {"exact": c["coverage"]["exact"]}, "methods": ["exact"]}
+    assert "Every nominal level lies inside" in " ".join(coverage_discussion(inside))

@@ -341,7 +341,7 @@ def test_compare_identical_regions_and_outputs(best_fc, tmp_path):
     ax = res.plot()
     labels = ax.get_legend_handles_labels()[1]
     assert "χ² best fit" in labels and "best point" in labels
-    line = ax.get_lines()[-1]
+    (line,) = [ln for ln in ax.get_lines() if ln.get_label() == "χ² best fit"]
     xs, ys = line.get_data()
     x0, x1 = ax.get_xlim()
     y0, y1 = ax.get_ylim()

@@ -38,6 +38,7 @@ from pathlib import Path
 import h5py
 
 from ._io import atomic_path, check_not_dir, check_output_file, h5_writer
+from ._progress import progress_bar
 from .exceptions import DiskFullError, FormatError, IncompatibleError, Interrupted
 
 _CHOOSE = "choose another output path or pass overwrite=True (--overwrite)"
@@ -259,9 +260,7 @@ def run_chunks(tasks, compute, write, scheduler=None, remote=None, shared=None, 
     tasks = list(tasks)
     bar = None
     if desc is not None and tasks:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=sum(size(t) if size else 1 for t in tasks), unit="pt", desc=desc, smoothing=0.1)
+        bar = progress_bar(total=sum(size(t) if size else 1 for t in tasks), unit="pt", desc=desc, smoothing=0.1)
 
     def done(task, result, seconds):
         write(task, result, seconds)

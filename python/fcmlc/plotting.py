@@ -26,11 +26,14 @@ __all__ = [
     "OVERLAY_COLOURS",
     "level_colours",
     "level_label",
+    "level_line_styles",
     "to_xaxis",
     "setup_oscillation_axes",
     "draw_lines",
     "draw_mask",
     "fill_between_thresholds",
+    "frame_drawn",
+    "RASTER_CAPTION",
 ]
 
 #: Colour map for filled credible regions (light = high credibility, dark = low).
@@ -54,6 +57,14 @@ OVERLAY_COLOURS = ("tab:red", "tab:green", "tab:purple", "tab:brown", "tab:pink"
 #: Line styles for several credibility levels of one overlay (lowest level first).
 LEVEL_LINESTYLES = ("-", "--", ":", "-.")
 
+#: What a raster-scan line on a region plot is, for a caption under the figure.
+RASTER_CAPTION = ("Raster-scan line: a one-dimensional upper limit on sin²2θ, found separately at each Δm² "
+                  "(sin²2θ scanned at fixed Δm², Δχ² from that row's minimum, 1 dof). It is not the boundary of a "
+                  "2-D region and, by construction, differs from the 2-D regions: it may cross them.")
+
+#: gid of the line marking the edge of the scanned grid (redrawn by :func:`frame_drawn`).
+GRID_EDGE_GID = "fcmlc-grid-edge"
+
 
 def _has_display() -> bool:
     if sys.platform.startswith(("win", "darwin")):
@@ -73,13 +84,14 @@ def pyplot():
 
 
 def level_colours(levels, cmap: str = LEVEL_CMAP) -> dict:
-    """Fill colour per credibility level: the highest level gets the lightest shade."""
+    """Fill colour per credibility level: the highest level gets the lightest shade (light enough
+    everywhere for the other methods' lines drawn over the fills to show)."""
     import matplotlib
 
     levels = sorted(float(v) for v in levels)
     cm = matplotlib.colormaps[cmap]
     n = len(levels)
-    shades = np.linspace(0.85, 0.35, n) if n > 1 else [0.6]
+    shades = np.linspace(0.4, 0.12, n) if n > 1 else [0.3]
     return {lv: cm(s) for lv, s in zip(levels, shades)}
 
 
@@ -87,6 +99,19 @@ def level_label(level) -> str:
     """'90%' for 0.9, '68.3%' for 0.683."""
     pct = 100.0 * float(level)
     return f"{pct:.0f}%" if abs(pct - round(pct)) < 1e-9 else f"{pct:.3g}%"
+
+
+def level_line_styles(levels, color, linestyles=("-",), zorder: float = 3.0) -> dict:
+    """Line style per level (level -> matplotlib keywords) for one method's region boundaries
+    at several levels, each visible where the boundaries coincide (on a coarse grid the 90 % and
+    95 % regions often share edges): the lowest level drawn thinnest, opaque and on top; each
+    higher level wider, paler and beneath, a band that shows on both sides of the lines above
+    it. ``linestyles`` are cycled through the levels (one style: the method's own)."""
+    out = {}
+    for j, lv in enumerate(sorted(float(v) for v in levels)):
+        out[lv] = {"color": color, "linestyle": linestyles[j % len(linestyles)], "linewidth": 1.4 + 1.6 * j,
+                   "alpha": (1.0, 0.6, 0.45, 0.35)[min(j, 3)], "zorder": zorder - 0.1 * j}
+    return out
 
 
 def to_xaxis(ue4, x: str = "sin2"):
@@ -110,6 +135,48 @@ def setup_oscillation_axes(ax, x: str = "sin2", ue4_range=None, dm2_range=None, 
         ax.set_ylim(*dm2_range)
     if title:
         ax.set_title(title)
+    return ax
+
+
+def frame_drawn(ax, plane, x: str = "sin2", margin: float = 0.06, min_decades: float = 1.0):
+    """Axis limits around what is drawn on ``ax`` -- regions, lines and markers, clipped to
+    ``plane`` = (|Ue4| low, |Ue4| high, dm2 low, dm2 high), the extent of the scanned grid --
+    widened on each side by ``margin`` of the span (in log10; each axis spans at least
+    ``min_decades``), so that nothing sits on the frame (a best fit at sin^2 2theta = 1 or on
+    the grid's top row included) and the panel is not mostly empty. Where the view extends
+    beyond the grid (always, by the margin), the grid's edge is drawn as a thin grey line (one
+    legend entry): regions that reach it are cut there, not closed. Call it again after drawing more."""
+    for ln in [a for a in ax.lines if a.get_gid() == GRID_EDGE_GID]:
+        ln.remove()
+    ax.relim()
+    u0, u1, d0, d1 = (float(v) for v in plane)
+    xe = to_xaxis(np.array([u0, min(u1, 2 ** -0.5)]), x)
+    # the box allowed to the content: the grid, widened to the markers drawn (e.g. a truth outside it)
+    box = np.array([[xe[0], d0], [xe[1], d1]])
+    for ln in ax.lines:
+        if ln.get_marker() not in (None, "None", "", " ") and len(ln.get_xdata()):
+            xy = np.column_stack([np.asarray(ln.get_xdata(), float), np.asarray(ln.get_ydata(), float)])
+            xy = xy[np.all(np.isfinite(xy) & (xy > 0), axis=1)]
+            if len(xy):
+                box = np.array([np.minimum(box[0], xy.min(0)), np.maximum(box[1], xy.max(0))])
+    lo, hi = ax.dataLim.min, ax.dataLim.max
+    if not (np.all(np.isfinite([*lo, *hi])) and np.all(hi >= lo)):  # nothing drawn: the grid
+        lo, hi = box
+    content = np.clip(np.array([lo, hi]), box[0], box[1])
+    lims = []
+    for a, b in content.T:
+        la, lb = np.log10(max(a, 1e-300)), np.log10(max(b, 1e-300))
+        if lb - la < min_decades:
+            mid = 0.5 * (la + lb)
+            la, lb = mid - 0.5 * min_decades, mid + 0.5 * min_decades
+        pad = margin * (lb - la)
+        lims.append((10.0 ** (la - pad), 10.0 ** (lb + pad)))
+    ax.set_xlim(*lims[0])
+    ax.set_ylim(*lims[1])
+    # the grid's edge (the view always extends beyond it by the margin)
+    edge = np.array([[xe[0], d0], [xe[1], d0], [xe[1], d1], [xe[0], d1], [xe[0], d0]])
+    ax.plot(edge[:, 0], edge[:, 1], color="0.55", linewidth=0.8, zorder=2.5, gid=GRID_EDGE_GID,
+            label="edge of the scanned grid", scalex=False, scaley=False)
     return ax
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from ._checks import check_level
 
 __all__ = [
+    "EDGE_TOL",
     "cell_edges",
     "cell_widths",
     "cell_areas",
@@ -47,6 +48,10 @@ __all__ = [
 #: shape, not a warning; the other three are limits of the scanned grid, beyond which the
 #: best point or the region may continue.
 EDGE_NAMES = ("low |Ue4| (no-oscillation limit)", "high |Ue4|", "low dm2", "high dm2")
+
+#: log10 units: a point this close to a cell edge touches both cells (truths on grid points,
+#: chi2 grids on the posterior grid's boundary, whose edges are rounded through 10**log10).
+EDGE_TOL = 1e-9
 
 
 # ---- cells ----------------------------------------------------------------------------

@@ -10,7 +10,8 @@ from .._checks import check_positive_int, check_threads
 from .._io import OutputDir, atomic_path, atomic_write_json, check_not_dir, check_writable, save_figure
 from .._resumable import deferred_interrupts
 from ..data_vectors import data_source
-from ..plotting import draw_lines, draw_mask, level_label, setup_oscillation_axes, to_xaxis
+from ..plotting import (LEVEL_LINESTYLES, RASTER_CAPTION, draw_lines, draw_mask, frame_drawn, level_label,
+                        level_line_styles, setup_oscillation_axes, to_xaxis)
 from ._args import (add_common_generation_args, add_data_source_args, add_experiments_arg, add_grid_args,
                     add_overwrite_arg, data_source_options, grid_from_args, parse_experiments, parse_levels)
 
@@ -138,25 +139,30 @@ def cmd_wilks(args) -> int:
 
 
 def _plot(path, grid, regions, raster, best, truth, names, fc, delta):
+    """wilks.png: the Wilks regions (blue, one line style and width per level), the FC regions
+    (red), the 90 % raster-scan limit (black, with a caption saying it is a per-dm2 1-D limit),
+    the best fit and the truth, framed around what is drawn, legend beside the panel."""
+    import textwrap
+
     from matplotlib.figure import Figure  # matplotlib: loaded for the figure only
 
-    fig = Figure(figsize=(6.2, 5.0), layout="constrained")
+    fig = Figure(figsize=(8.4, 5.6), layout="constrained")
     ax = fig.subplots()
-    setup_oscillation_axes(ax, ue4_range=grid.ue4_range, dm2_range=grid.dm2_range,
-                           title=f"Wilks regions (2 dof): {', '.join(names)}")
-    styles = ("-", "--", ":", "-.")
-    for (L, m), ls in zip(sorted(regions.items()), styles):
-        draw_mask(ax, m, grid.ue4, grid.dm2, label=f"Wilks {level_label(L)}", color="tab:blue", linestyle=ls)
+    setup_oscillation_axes(ax, title=f"Wilks regions (2 dof): {', '.join(names)}")
+    for L, st in level_line_styles(regions, "tab:blue", LEVEL_LINESTYLES).items():
+        draw_mask(ax, regions[L], grid.ue4, grid.dm2, label=f"Wilks {level_label(L)}", **st)
+    if fc is not None:
+        for L, st in level_line_styles(fc.levels, "tab:red", LEVEL_LINESTYLES, zorder=2.6).items():
+            draw_mask(ax, fc.region(delta, L), grid.ue4, grid.dm2, label=f"FC {level_label(L)}", **st)
     ok = np.isfinite(raster)
     if np.any(ok):
-        draw_lines(ax, [np.column_stack([raster[ok], grid.dm2[ok]])], label="90% raster limit", color="k",
-                   linewidth=1.2)
-    if fc is not None:
-        for L, ls in zip(fc.levels, styles):
-            draw_mask(ax, fc.region(delta, L), grid.ue4, grid.dm2, label=f"FC {level_label(L)}", color="tab:red",
-                      linestyle=ls)
-    ax.plot(to_xaxis(best[0]), best[1], "*", color="tab:orange", markersize=10, label="best fit")
+        draw_lines(ax, [np.column_stack([raster[ok], grid.dm2[ok]])], color="k", linewidth=1.2, zorder=4,
+                   label="90% raster-scan limit\n(1-D, per Δm²: see below)")
+    ax.plot(to_xaxis(best[0]), best[1], "*", color="tab:orange", markersize=11, markeredgecolor="k", zorder=5,
+            label="best fit")
     if truth is not None and truth[0] > 0 and truth[1] > 0:
-        ax.plot(to_xaxis(truth[0]), truth[1], "x", color="k", markersize=8, label="truth")
-    ax.legend(loc="lower left", fontsize=8)
+        ax.plot(to_xaxis(truth[0]), truth[1], "x", color="k", markersize=8, zorder=5, label="truth")
+    frame_drawn(ax, (*grid.ue4_range, *grid.dm2_range))
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside right upper", fontsize=8, frameon=False)
+    fig.supxlabel("\n".join(textwrap.wrap(RASTER_CAPTION, 110)), fontsize=8)  # the caption, under the panel
     save_figure(fig, path, dpi=120)

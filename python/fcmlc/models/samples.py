@@ -12,8 +12,8 @@ import os
 from typing import Iterator
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from .regressor import as_seed
 
 __all__ = ["Samples", "memory_limit_bytes"]
@@ -58,7 +58,7 @@ class Samples:
         self.x = self.y = None
         if self.in_memory:
             xs, ys = [], []
-            with tqdm(total=len(self.indices), desc=desc, unit="sample", disable=not progress, leave=False) as bar:
+            with progress_bar(total=len(self.indices), desc=desc, unit="sample", enabled=progress) as bar:
                 for x, y in self._stream(None):
                     xs.append(x)
                     ys.append(y)

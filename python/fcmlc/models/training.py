@@ -28,11 +28,11 @@ import time
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .config import FlowConfig, RegressorConfig, TrainConfig
 from .flow import ConditionalFlow
 from .regressor import MCDropoutMLP, Regressor, Standardizer, as_seed, make_generator
+from .._progress import progress_bar
 from .._torch_env import resolve_device
 from .samples import Samples, memory_limit_bytes
 
@@ -161,15 +161,15 @@ def fit_regressor(train: Samples, val: Samples, config: RegressorConfig, *, devi
                 cnt += len(xb)
         return tot / max(cnt, 1)
 
-    epochs = tqdm(range(first, config.max_epochs), desc="regressor", unit="epoch", disable=not progress,
-                  initial=first, total=config.max_epochs)
+    epochs = progress_bar(range(first, config.max_epochs), desc="regressor", unit="epoch", enabled=progress,
+                          initial=first, total=config.max_epochs)
     for epoch in epochs:
         t_ep = time.monotonic()
         net.train()
         tot, cnt = 0.0, 0
         out_of_time = False
-        with tqdm(total=len(train), desc=f"epoch {epoch}", unit="sample", leave=False,
-                  disable=not progress) as bar:
+        with progress_bar(total=len(train), desc=f"epoch {epoch}", unit="sample", nested=True,
+                          enabled=progress) as bar:
             for xb, yb in train.chunks((seed, 14, epoch)):
                 X = (_to_tensor(xb, dev) - xm) / xs
                 Y = (_to_tensor(yb, dev) - ym) / ys
@@ -301,8 +301,8 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
                 for g in opt.param_groups:
                     g["lr"] = config.lr * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
 
-        epochs = tqdm(range(first, config.max_epochs), desc="flow", unit="epoch", disable=not progress,
-                      initial=first, total=config.max_epochs)
+        epochs = progress_bar(range(first, config.max_epochs), desc="flow", unit="epoch", enabled=progress,
+                              initial=first, total=config.max_epochs)
         for epoch in epochs:
             t_ep = time.monotonic()
             flow.flow.train()
@@ -311,8 +311,8 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
             tot, cnt, skipped = 0.0, 0, 0
             out_of_time = False
             done = 0
-            with tqdm(total=len(train), desc=f"epoch {epoch}", unit="sample", leave=False,
-                      disable=not progress) as bar:
+            with progress_bar(total=len(train), desc=f"epoch {epoch}", unit="sample", nested=True,
+                              enabled=progress) as bar:
                 for xb, yb in train.chunks((seed, 27, epoch)):
                     Y, C = pairs(xb, yb, gen, rng)
                     for r0 in range(0, len(Y), bs):

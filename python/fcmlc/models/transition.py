@@ -31,10 +31,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .. import _core
 from .._checks import check_positive_int, check_threads
+from .._progress import progress_bar
 
 __all__ = ["flow_layers", "grid_log_prob", "fast_transition_matrix", "reference_transition_matrix",
            "no_density_error"]
@@ -212,7 +212,7 @@ def fast_transition_matrix(flow, yhat_grid, y_grid, progress: bool = True, threa
     c_std = flow.y_scaler.transform(yhat_pts)
     n_k, n_c = len(yhat_pts), len(y_std)
     T = np.empty((n_k, n_c), dtype=np.float32)
-    with tqdm(total=n_k, desc="transition matrix", unit="row", disable=not progress) as bar:
+    with progress_bar(total=n_k, desc="transition matrix", unit="row", enabled=progress) as bar:
         for k0 in range(0, n_k, rows):
             k1 = min(n_k, k0 + rows)
             T[k0:k1], ok = _core.flow_transition(y_std, c_std[k0:k1], layers, loc, log_scale, y_grid.cell_area, nt)
@@ -253,7 +253,7 @@ def reference_transition_matrix(flow, yhat_grid, y_grid, batch_pairs: int = 1638
     was = nf_flow.training
     nf_flow.eval()
     try:
-        with torch.no_grad(), tqdm(total=n_k, desc="transition matrix", unit="row", disable=not progress) as bar:
+        with torch.no_grad(), progress_bar(total=n_k, desc="transition matrix", unit="row", enabled=progress) as bar:
             for k0 in range(0, n_k, rows):
                 k1 = min(n_k, k0 + rows)
                 nk = k1 - k0

@@ -132,6 +132,13 @@ class Posterior(PosteriorPlots):
         return self._ld_edges
 
     @property
+    def extent(self) -> tuple:
+        """(|Ue4| low, |Ue4| high, dm2 low, dm2 high): the outer cell edges, the plane the cells
+        cover (|Ue4| at most 1/sqrt 2, where sin^2 2theta = 1)."""
+        lu, ld = self._lu_edges, self._ld_edges
+        return (float(10 ** lu[0]), float(min(10 ** lu[-1], 2 ** -0.5)), float(10 ** ld[0]), float(10 ** ld[-1]))
+
+    @property
     def cell_area(self) -> np.ndarray:
         """Cell areas (n_d, n_u) in (log10|Ue4|, log10 dm2)."""
         return self._area
@@ -192,7 +199,8 @@ class Posterior(PosteriorPlots):
         eu, ed = self._lu_edges, self._ld_edges
         if np.any(~np.isfinite(lu)) or np.any(~np.isfinite(ld)):
             raise ValueError("|Ue4| and dm2 must be finite and > 0")
-        if np.any((lu < eu[0]) | (lu > eu[-1]) | (ld < ed[0]) | (ld > ed[-1])):
+        tol = _regions.EDGE_TOL  # a point on the outer edge, up to rounding, is in the outer cell
+        if np.any((lu < eu[0] - tol) | (lu > eu[-1] + tol) | (ld < ed[0] - tol) | (ld > ed[-1] + tol)):
             raise ValueError(
                 f"point outside the grid: |Ue4| must lie in [{10 ** eu[0]:.4g}, {10 ** eu[-1]:.4g}] and dm2 in "
                 f"[{10 ** ed[0]:.4g}, {10 ** ed[-1]:.4g}] eV^2 (cell edges)"
@@ -207,7 +215,8 @@ class Posterior(PosteriorPlots):
         The point is inside the credible region of level L exactly when this is < L, so
         over many trials with the truth drawn from the prior, the fraction of trials
         with credible_level_of(truth) < L is the observed coverage at L. Scalars or
-        arrays (broadcast); raises if a point lies outside the grid's cells.
+        arrays (broadcast); raises if a point lies outside the grid's cells (by more than
+        :data:`fcmlc.regions.EDGE_TOL` in log10: a point on the outer edge is in the outer cell).
         """
         idm, iu = self._cell_of(ue4, dm2)
         v = self.credible_level_map()[idm, iu]
@@ -310,6 +319,43 @@ class Posterior(PosteriorPlots):
         if self.meta:
             out["meta"] = self.meta
         return out
+
+    def summary_text(self, levels=(0.68, 0.9, 0.95)) -> str:
+        """:meth:`summary` as text for people: what was fitted, the best point and marginal modes
+        in sin^2(2 theta) and dm2, and per credible level the region's cells, enclosed mass, share
+        of the (log10|Ue4|, log10 dm2) plane, whether it excludes the no-oscillation edge and the
+        tightest raster-scan upper limit (with the dm2 where it is reached); then grid-edge
+        warnings. ``print(posterior)`` prints it with the default levels."""
+        s = self.summary(levels)
+        what = [str(self.meta[k]) for k in ("method",) if self.meta.get(k)]
+        exps = self.meta.get("experiments") or self.meta.get("experiment")
+        if exps:
+            what.append(", ".join(exps) if isinstance(exps, (list, tuple)) else str(exps))
+        b, m = s["best_point"], s["marginal_mode"]
+        lines = [f"Posterior{' (' + ': '.join(what) + ')' if what else ''} on {s['grid']['n_ue4']} x "
+                 f"{s['grid']['n_dm2']} cells (|Ue4| x dm2), |Ue4| {10 ** self._lu_edges[0]:.3g}-"
+                 f"{10 ** self._lu_edges[-1]:.3g}, dm2 {10 ** self._ld_edges[0]:.3g}-{10 ** self._ld_edges[-1]:.3g} eV^2",
+                 f"  best point (densest cell): sin^2(2 theta) = {b['sin2_2theta']:.3g}, dm2 = {b['dm2']:.3g} eV^2 "
+                 f"(|Ue4| = {b['ue4']:.3g})",
+                 f"  marginal modes: sin^2(2 theta) = {float(sin2_2theta(m['ue4'])):.3g}, dm2 = {m['dm2']:.3g} eV^2",
+                 "  highest-density credible regions (plane: share of the log10|Ue4| x log10 dm2 plane; raster "
+                 "limit: per dm2 row, Eq. 4):",
+                 "  level  cells   mass  plane  no-oscillation edge  tightest raster-scan upper limit"]
+        for lv in levels:
+            v = s["levels"][f"{float(lv):g}"]
+            lim = self.upper_limits(lv, x="sin2")
+            if np.any(np.isfinite(lim)):
+                j = int(np.nanargmin(lim))
+                limit = f"sin^2(2 theta) < {lim[j]:.3g} at dm2 = {self._dm2[j]:.3g} eV^2"
+            else:
+                limit = "none (no mass)"
+            lines.append(f"  {100 * float(lv):>4.3g}%  {v['n_cells']:>5d}  {v['mass']:.3f}  {100 * v['area_fraction']:>4.0f}%  "
+                         f"{'excluded' if v['excludes_null'] else 'allowed':<19s}  {limit}")
+        lines += [f"  warning: {w}" for w in s["edge_warnings"]]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary_text()
 
     def __repr__(self) -> str:
         bu, bd = self.best_point()

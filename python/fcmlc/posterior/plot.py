@@ -16,14 +16,16 @@ __all__ = ["PosteriorPlots"]
 
 class PosteriorPlots:
     """The plotting methods of :class:`~fcmlc.posterior.Posterior` (uses its ``density``, ``ue4``,
-    ``dm2``, ``shape``, ``hpd_threshold``, ``contours`` and ``best_point``)."""
+    ``dm2``, ``shape``, ``extent``, ``hpd_threshold``, ``contours`` and ``best_point``)."""
 
     def plot(self, ax=None, levels=(0.68, 0.9, 0.95), x="sin2", truth=None, overlays=None, title=None, best_point=False):
         """Credible regions in the field's conventions; returns the Axes.
 
         Log-log axes, horizontal sin^2(2 theta_ee) (x='sin2') or |Ue4| (x='ue4'),
         vertical dm2 [eV^2]; the HPD regions at ``levels`` filled (darker = lower level)
-        with their boundaries drawn and named in the legend.
+        with their boundaries drawn and named in the legend. The view frames what is drawn
+        (:func:`fcmlc.plotting.frame_drawn`: a margin around the regions and markers, the
+        grid's edge drawn where the view goes beyond it).
 
         truth: (|Ue4|, dm2) marked with a star. best_point: mark the densest cell.
         overlays: other regions drawn as lines, a list of tuples
@@ -31,7 +33,8 @@ class PosteriorPlots:
             - a boolean mask (n_d, n_u) on this posterior's grid (e.g. a Wilks or
               Feldman-Cousins region from the same chi2 grid),
             - a tuple ``(mask, ue4_centres, dm2_centres)`` for a mask on another grid,
-            - another :class:`Posterior` (its HPD regions at ``levels``; line style per level),
+            - another :class:`Posterior` (its HPD regions at ``levels``; line width and shade per
+              level, :func:`fcmlc.plotting.level_line_styles`),
             - a list of (N, 2) arrays of (|Ue4|, dm2) vertices (e.g. :meth:`contours`
               or a published curve).
         """
@@ -60,12 +63,8 @@ class PosteriorPlots:
         if best_point:
             bu, bd = self.best_point()
             ax.plot(P.to_xaxis(bu, x), bd, label="best point", zorder=5, **P.METHOD_STYLES["best_fit"])
-        # the plane of the cells, widened to show a truth outside it (e.g. a no-oscillation truth)
-        u0, u1, d0, d1 = uext[0], uext[-1], dext[0], dext[-1]
-        if truth is not None and truth[0] > 0 and truth[1] > 0:
-            u0, u1 = min(u0, truth[0] / 1.3), max(u1, min(truth[0] * 1.3, 2 ** -0.5))
-            d0, d1 = min(d0, truth[1] / 1.3), max(d1, truth[1] * 1.3)
-        P.setup_oscillation_axes(ax, x=x, ue4_range=(u0, u1), dm2_range=(d0, d1), title=title)
+        P.setup_oscillation_axes(ax, x=x, title=title)
+        P.frame_drawn(ax, self.extent, x=x)  # around what is drawn (a truth outside the cells included)
         ax.legend(loc="best", fontsize="small", framealpha=0.85)
         return ax
 
@@ -92,8 +91,9 @@ class PosteriorPlots:
         if len(item) == 3:
             style.update(item[2])
         if isinstance(region, PosteriorPlots):
-            for j, lv in enumerate(levels):
-                st = {**style, "linestyle": P.LEVEL_LINESTYLES[j % len(P.LEVEL_LINESTYLES)]}
+            per_level = P.level_line_styles(levels, style["color"], (style.get("linestyle", "-"),), style["zorder"])
+            for lv in levels:
+                st = {**style, **per_level[lv]}
                 P.draw_lines(ax, region.contours(lv), x=x, label=f"{label} {P.level_label(lv)}", **st)
             return
         if isinstance(region, np.ndarray) and region.dtype == bool:

@@ -3,8 +3,6 @@ Feldman-Cousins comparison on a data vector with the numbers the report prints (
 region, whether it holds the truth or excludes no oscillation, grid-edge warnings)."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..frequentist import Chi2Model, chi2_scan, raster_limits, wilks_threshold
@@ -66,13 +64,10 @@ def compare_fit(model, x, fc, exps, sc: Scale, seed: int, threads, truth):
     }
     if truth is not None:
         info["truth"] = {"ue4": truth[0], "dm2": truth[1], "sin2_2theta": float(sin2_2theta(truth[0]))}
-        # a truth on the boundary of the parameter space (the null-like one) is clipped into the
-        # outermost posterior cell, which rounding of the cell edges could otherwise leave it outside
-        eu, ed = post.log10_ue4_edges, post.log10_dm2_edges
-        lu = min(max(math.log10(truth[0]), eu[0] + 1e-12), eu[-1] - 1e-12)
-        ld = min(max(math.log10(truth[1]), ed[0] + 1e-12), ed[-1] - 1e-12)
+        # a truth on the boundary of the parameter space (the null-like one) is in the outermost
+        # posterior cell (credible_level_of allows for the rounding of the cell edges)
         try:
-            info["truth_credible_level"] = float(post.credible_level_of(10.0 ** lu, 10.0 ** ld))
+            info["truth_credible_level"] = float(post.credible_level_of(*truth))
         except ValueError:  # a truth outside the posterior grid
             info["truth_credible_level"] = None
         p = g.nearest(*truth)

@@ -190,7 +190,8 @@ def _fig4(c) -> list:
             v = c["coverage"][meth][f"{lv:g}"]
             cells.append(f"{fmt(v['observed'], '.3f')} [{fmt(v['band'][0], '.3f')}, {fmt(v['band'][1], '.3f')}]")
         L.append(f"| {lv:g} | " + " | ".join(cells) + " |")
-    L += ["", f"How the truth is located: {c.get('truth_location')}.", ""]
+    L += [""] + coverage_discussion(c)
+    L += [f"How the truth is located: {c.get('truth_location')}.", ""]
     d = c.get("fcmlc_vs_exact")
     if d:
         tv = d["total_variation"]
@@ -199,6 +200,75 @@ def _fig4(c) -> list:
               f"90th percentile {fmt(tv['p90'], '.3f')}; mean IoU of the HPD regions "
               + ", ".join(f"{100 * float(k):g}% {fmt(v, '.2f')}" for k, v in d["iou_mean"].items()) + ".", ""]
     return L
+
+
+#: What a significant deviation of each method's coverage means (the report's discussion).
+COVERAGE_CAUSES = {
+    "fcmlc": "FCMLC approximates the posterior with networks trained on a finite simulation set",
+    "exact": "the exact posterior is calibrated by construction when, as here, the truths are drawn from its "
+             "prior, so a real deviation points to the discretization (the truth located by its posterior cell) "
+             "or to an error",
+    "wilks": "Wilks' theorem is asymptotic and fails near the physical boundaries (sin²2θ → 0, where Δm² is "
+             "undefined, and sin²2θ ≤ 1) and for few bins: the reason for the Feldman-Cousins construction",
+    "fc": "Feldman-Cousins covers by construction up to its finite number of toys per grid point and the critical "
+          "value taken at the nearest grid point of a truth between grid points",
+}
+
+
+def coverage_discussion(c) -> list:
+    """A paragraph on every (method, level) whose nominal level lies outside the observed
+    coverage's Monte-Carlo band: under- or over-covering, by how many binomial standard errors
+    of a correctly covering method (sqrt(L (1 - L) / n)), and what it implies; with how many such
+    levels chance alone gives at the band's confidence."""
+    n, conf = int(c["n_trials"]), float(c["band_confidence"])
+    rows, n_pairs = [], 0
+    for meth in c["methods"]:
+        for lv_key, v in c["coverage"][meth].items():
+            n_pairs += 1
+            nominal, obs = float(v["nominal"]), float(v["observed"])
+            lo, hi = v["band"]
+            if lo <= nominal <= hi:
+                continue
+            se = math.sqrt(nominal * (1.0 - nominal) / n)
+            z = (obs - nominal) / se
+            rows.append((meth, nominal, obs, v["covered"], z, se))
+    if not rows:
+        return [f"Every nominal level lies inside its {100 * conf:.3g}% Monte-Carlo band: no method shows under- or "
+                f"over-coverage that {n} trials can resolve.", ""]
+    chance = n_pairs * (1.0 - conf)
+    L = [f"**Levels outside their Monte-Carlo band** ({len(rows)} of {n_pairs} method-level pairs; with "
+         f"{100 * conf:.3g}% bands about {chance:.1f} would lie outside by chance alone even if every method covered "
+         f"exactly, so only a deviation of several standard errors points to a miscalibration). Standard error: "
+         f"√(L(1−L)/n) of a method covering exactly at level L, n = {n} trials.", ""]
+    for meth, nominal, obs, k, z, se in rows:
+        name, pct = METHOD_NAMES.get(meth, meth), f"{100 * nominal:.0f}%"
+        under = z < 0
+        if abs(z) < 2:
+            verdict = "consistent with a Monte-Carlo fluctuation at this number of trials"
+        elif abs(z) < 3:
+            verdict = "a 2-3 standard-error tension: suggestive, not conclusive with this number of trials"
+        else:
+            verdict = "significant: a real miscalibration at this level"
+        w, be = ("", "are") if abs(z) >= 3 else ("would ", "would be")
+        meaning = (f"its {pct} regions {w}contain the truth less often than stated: they {be} too small, and limits "
+                   f"read from them too strong" if under else
+                   f"its {pct} regions {w}contain the truth more often than stated: they {be} conservative (too "
+                   f"large), and limits read from them weaker than the data allow")
+        line = (f"- {name} at {pct}: observed {obs:.3f} ({k} of {c['n_trials']}), "
+                f"**{'under' if under else 'over'}-covers** by {abs(obs - nominal):.3f} = {abs(z):.1f} standard errors "
+                f"(one standard error: {se:.3f}): {verdict}. "
+                + (f"So {meaning}" if abs(z) >= 3 else f"Were it confirmed with more trials, {meaning}"))
+        if abs(z) >= 2:
+            line += f"; {COVERAGE_CAUSES.get(meth, 'see docs/diagnostics.md')}"
+            ex = (c["coverage"].get("exact") or {}).get(f"{nominal:g}") if meth == "fcmlc" else None
+            if ex is not None:
+                same = ex["band"][0] <= nominal <= ex["band"][1]
+                line += (" (the exact posterior covers at this level, so the deviation is FCMLC's approximation: "
+                         "more realizations or training would reduce it)" if same else
+                         " (the exact posterior deviates too, so part of the cause is common to both, not the "
+                         "networks)")
+        L.append(line + ".")
+    return L + [""]
 
 
 def _diagnostics(d) -> list:

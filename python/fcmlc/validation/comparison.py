@@ -62,29 +62,38 @@ class Comparison:
             **self.meta,
         }
 
-    def plot(self, ax=None, x: str = "sin2", title=None):
-        """FCMLC credible regions filled, Wilks (dashed red) and FC (dash-dot green) boundaries per
-        level, the FCMLC best point (+) and the chi2 best fit (red X), IoU in the title. Returns
-        the Axes."""
+    def plot(self, ax=None, x: str = "sin2", title=None, legend: bool = True):
+        """FCMLC credible regions filled; exact (purple), Wilks (dashed red) and FC (dash-dot
+        green) boundaries, each level of a method in its colour and line style, the lowest level
+        thin on top and each higher one a wider, paler line beneath (every level visible where
+        they coincide: :func:`fcmlc.plotting.level_line_styles`); the FCMLC best point (+), the
+        chi2 best fit (red X) and the truth (star); the view framed around what is drawn
+        (:func:`fcmlc.plotting.frame_drawn`); IoU in the title. ``legend=False``: no legend (a
+        figure with several panels draws one for all). Returns the Axes."""
         from matplotlib.figure import Figure
 
         if ax is None:
             ax = Figure(figsize=(6.4, 5.6), layout="constrained").subplots()
         g = self.grid
         overlays = []
-        styles = ("--", ":", "-.", "-")
         pu, pd = self.posterior.ue4, self.posterior.dm2
-        for method, lab in (("exact", "exact"), ("wilks", "Wilks"), ("fc", "Feldman-Cousins")):
+        for method, lab, key, z in (("exact", "exact", "exact", 3.4), ("wilks", "Wilks", "wilks", 3.2),
+                                    ("fc", "Feldman-Cousins", "feldman_cousins", 3.0)):
             if method not in self.regions:
                 continue
-            for j, L in enumerate(self.levels):
+            st = P.METHOD_STYLES[key]
+            per_level = P.level_line_styles(self.levels, st["color"], (st["linestyle"],), zorder=z)
+            for L in self.levels:
                 where = (pu, pd) if method == "exact" else (g.ue4, g.dm2)
-                overlays.append((f"{lab} {P.level_label(L)}", (self.regions[method][L], *where),
-                                 {"linestyle": styles[j % len(styles)]}))
+                overlays.append((f"{lab} {P.level_label(L)}", (self.regions[method][L], *where), per_level[float(L)]))
         self.posterior.plot(ax=ax, levels=self.levels, x=x, truth=self.truth, overlays=overlays, best_point=True)
         bu, bd = self.scan.best_point  # the chi2 best fit of the same data, on the chi2 grid
         ax.plot(P.to_xaxis(bu, x), bd, label="χ² best fit", zorder=6, **P.METHOD_STYLES["chi2_best"])
-        ax.legend(loc="best", fontsize="small", framealpha=0.85)
+        P.frame_drawn(ax, self.posterior.extent, x=x)  # again, with the chi2 best fit
+        if legend:
+            ax.legend(loc="best", fontsize="small", framealpha=0.85)
+        elif ax.get_legend() is not None:
+            ax.get_legend().remove()
         lines = []
         for L in self.levels:  # IoU of every pair, wrapped to the width of the panel
             text = f"IoU {P.level_label(L)}: " + ", ".join(f"{k} {v:.2f}" for k, v in self.iou[L].items())

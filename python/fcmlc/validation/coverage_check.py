@@ -54,6 +54,7 @@ import numpy as np
 
 from .. import __version__
 from .._checks import check_levels, check_positive_int, check_seed, check_threads
+from .._progress import progress_bar
 from .._torch_env import torch_threads
 from ..exact import ExactModel, grid_of_centres
 from ..frequentist import Chi2Model, chi2_scan, wilks_threshold
@@ -356,10 +357,8 @@ def coverage(model, trials: int = 2000, levels=(0.68, 0.90, 0.95), seed: int = 0
 
     bar = None
     if progress:
-        from tqdm.auto import tqdm  # only for a progress bar
-
-        bar = tqdm(total=trials * (("fcmlc" in methods or "exact" in methods) + needs_chi2), unit="fit",
-                   desc="coverage")
+        bar = progress_bar(total=trials * (("fcmlc" in methods or "exact" in methods) + needs_chi2), unit="fit",
+                           desc="coverage")
     covered, stat, distances = {}, {}, {}
     failed = np.zeros(trials, bool)
     lv = np.asarray(levels)

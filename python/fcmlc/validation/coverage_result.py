@@ -157,7 +157,8 @@ class CoverageResult:
     def plot(self, ax=None, title=None):
         """Observed vs nominal coverage: the expected-coverage curves (FCMLC, Wilks) with their
         binomial bands, the observed coverage at each nominal level (all methods) with error
-        bars, and the diagonal. Returns the Axes."""
+        bars, and the diagonal; both axes run to 1.02, so that a coverage of 1 (every trial
+        covered) shows inside the frame. Returns the Axes."""
         from matplotlib.figure import Figure
 
         if ax is None:
@@ -176,8 +177,8 @@ class CoverageResult:
             off = (k - (len(self.methods) - 1) / 2) * 0.006
             ax.errorbar(lv + off, fr[m], yerr=[fr[m] - iv[m][0], iv[m][1] - fr[m]], fmt=markers[m], color=colours[m],
                         markersize=5, capsize=2, linestyle="none", label=f"{METHOD_LABELS[m]} at levels")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1)
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(0, 1.02)
         ax.set_aspect("equal")
         ax.set_xlabel("nominal (expected) coverage")
         ax.set_ylabel("observed coverage")

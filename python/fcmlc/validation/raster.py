@@ -12,13 +12,9 @@ import math
 import numpy as np
 
 from ..physics import Grid
-from ..regions import cell_edges
+from ..regions import EDGE_TOL, cell_edges
 
 __all__ = ["EDGE_TOL", "bin_edges", "bin_index", "common_raster", "regrid_cells", "regrid_points"]
-
-#: log10 units: a point this close to a cell edge touches both cells (truths on grid points,
-#: chi2 grids on the posterior grid's boundary).
-EDGE_TOL = 1e-9
 
 
 def bin_edges(lo, hi, n):
