@@ -1,10 +1,10 @@
 """Paper-fast measurement of one task, step by step, with the training stopped by epochs.
 
-    python benchmarks/paper_fast_task.py TASK [--out DIR] [--flow-epochs 20] [--fc] [--data-dir DIR]
+    python benchmarks/paper_fast_task.py TASK [--out DIR] [--flow-epochs N] [--fc] [--data-dir DIR]
 
 TASK is stereo, best or global (the experiments of ``fcmlc reproduce``). Steps: simulate the
 paper's 101 x 101 x 50 realizations (seed 0) -> train with the ``fast`` preset, but stopped by
-epochs (regressor patience 8, flow ``--flow-epochs``; no wall-clock budget, so the weights do
+epochs (regressor patience 8, flow 8 epochs or ``--flow-epochs``; no wall-clock budget, so the weights do
 not depend on the machine's load) -> optionally the full-grid Feldman-Cousins map (1000 toys,
 seed 1) -> coverage of FCMLC, Wilks (and FC) over 2000 trials with log-uniform truths -> the fit
 of the task's observed vector (real data; MOCK no-oscillation realizations where no release
@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("task", choices=("stereo", "best", "global"))
     ap.add_argument("--out", default=None, help="output directory (default report-paper-fast/TASK)")
-    ap.add_argument("--flow-epochs", type=int, default=20, help="flow epochs (default 20)")
+    ap.add_argument("--flow-epochs", type=int, default=None, help="flow epochs (default: the fast preset's 8)")
     ap.add_argument("--fc", action="store_true", help="also the full-grid Feldman-Cousins map (1000 toys)")
     ap.add_argument("--data-dir", default=None, help="public data releases (default: ../shared/data if present)")
     args = ap.parse_args(argv)
@@ -62,7 +62,9 @@ def main(argv=None) -> int:
     if (mdir / "config.json").exists():
         model = fcmlc.FCMLC.load(mdir, device="cpu")
     else:
-        cfg = {"hyperparameters": "fast", "time_budget": None, "flow": {"max_epochs": args.flow_epochs}}
+        cfg = {"hyperparameters": "fast", "time_budget": None}
+        if args.flow_epochs is not None:
+            cfg["flow"] = {"max_epochs": args.flow_epochs}
         model = train(out / "sim.h5", out=mdir, experiments=exps, config=cfg, device="cpu", seed=0, progress=False)
     T["train"] = time.perf_counter() - t
 
