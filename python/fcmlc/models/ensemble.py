@@ -18,7 +18,7 @@ A deep ensemble (Lakshminarayanan et al. 2017) of K regressors replaces FCMLC's 
 * the transition matrix, Eq. 2 and the :class:`fcmlc.posterior.Posterior` are FCMLC's.
 
 Training: :func:`fcmlc.models.train` with ``TrainConfig.ensemble`` set (``{"ensemble":
-{"members": 5}}``; :func:`fcmlc.estimators.train` with ``estimator="ensemble"``, ``fcmlc train
+{"members": 3}}``; :func:`fcmlc.estimators.train` with ``estimator="ensemble"``, ``fcmlc train
 --estimator ensemble``). Checkpoints: after every epoch of every member, holding the finished
 members, so an interrupted run resumes inside the member it was training and ends with the
 same weights as an uninterrupted one. The model is an :class:`EnsembleFCMLC`; its directory is

@@ -95,7 +95,7 @@ def train(dataset, out=None, experiments=None, config=None, device=None, seed: i
     overlaying the defaults, which are the paper's Tables III/IV (e.g. ``{"time_budget": 600,
     "regressor": {"max_epochs": 50}}``; ``{"hyperparameters": "fast"}`` starts from the
     :meth:`TrainConfig.fast` preset instead), or None (the defaults). A config with ``ensemble``
-    settings (``{"ensemble": {"members": 5}}``) trains the ``ensemble`` estimator
+    settings (``{"ensemble": {"members": 3}}``) trains the ``ensemble`` estimator
     (:mod:`fcmlc.models.ensemble`: K regressors, each with the ``regressor`` settings) and
     returns an :class:`~fcmlc.models.ensemble.EnsembleFCMLC`.
     device: "cpu", "cuda" or None (CUDA when available). Uses the dataset's "train" split;
