@@ -6,8 +6,8 @@
 * Determinism: the same seed gives the same bits; a one-member ensemble is the fcmlc model bit
   for bit; an interrupted run (inside a member, between members, after the regressors, twice)
   resumes to the same model as an uninterrupted one.
-* The model directory names the estimator and the members; ``fcmlc train --estimator ensemble``
-  and ``fcmlc fit`` work end to end.
+* The model directory names the estimator and the members; validation.mse runs on the model
+  unchanged; ``fcmlc train --estimator ensemble`` and ``fcmlc fit`` work end to end.
 
 Every determinism comparison is exact (torch.equal / assert_array_equal).
 """
@@ -185,6 +185,14 @@ def test_checkpoint_says_which_member_and_refuses_other_members(dataset, tmp_pat
     with pytest.raises(IncompatibleError, match=r"config\.ensemble\.members: checkpoint has 3, this run 2"):
         estimators.train(dataset, out=out, estimator="ensemble", config={**CFG, "ensemble": {"members": 2}},
                          device="cpu", seed=4, progress=False)
+
+
+def test_regressor_validation_runs_unchanged_on_the_ensemble(dataset, reference):
+    """validation.mse uses model.regressor.predict_mean: the pooled mean over the members."""
+    from fcmlc.validation import mse_maps
+
+    maps = mse_maps(reference, dataset, bins=(3, 3), n_samples=30)
+    assert maps.overall and all(np.isfinite(v) and v > 0 for v in maps.overall.values())
 
 
 # ---------------------------------------------------------------------------------------------
