@@ -84,8 +84,11 @@ def _read_config_arg(text) -> dict:
     """--config: a JSON file or inline JSON text holding an object ({} without --config)."""
     if text is None:
         return {}
-    p = Path(text)
-    raw = p.read_text() if p.is_file() else text
+    try:
+        is_file = Path(text).is_file()
+    except OSError:  # inline JSON longer than a file name may be (ENAMETOOLONG)
+        is_file = False
+    raw = Path(text).read_text() if is_file else text
     try:
         cfg = json.loads(raw)
     except ValueError as e:

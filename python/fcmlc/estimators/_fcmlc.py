@@ -7,6 +7,10 @@ __all__ = ["train", "load"]
 def train(dataset, out=None, experiments=None, config=None, device=None, seed=0, progress=True, restart=False):
     from ..models.pipeline import train as _train
 
+    ens = config.get("ensemble") if isinstance(config, dict) else getattr(config, "ensemble", None)
+    if ens is not None:
+        raise ValueError("the config holds ensemble settings, which the fcmlc estimator does not use: "
+                         "train with estimator 'ensemble' (fcmlc train --estimator ensemble)")
     return _train(dataset, out=out, experiments=experiments, config=config, device=device, seed=seed,
                   progress=progress, restart=restart)
 

@@ -4,7 +4,8 @@ the training loops, and the :class:`FCMLC` pipeline (train, save/load, posterior
 Modules, in data-flow order: ``features`` (data vector -> network input), ``regressor``,
 ``flow`` (with the grids and the transition matrix), ``config`` (hyper-parameters and presets),
 ``samples`` (training data), ``training`` (the loops), ``checkpoint`` (resuming them),
-``model`` (:class:`FCMLC`), ``directory`` (its saved form), ``pipeline`` (:func:`train`).
+``model`` (:class:`FCMLC`), ``ensemble`` (:class:`EnsembleFCMLC`, the deep-ensemble estimator),
+``directory`` (its saved form), ``pipeline`` (:func:`train`).
 
     >>> import fcmlc.models as fm
     >>> model = fm.train("sim.h5", out="model/")          # regressor, flow, transition matrix
@@ -13,19 +14,20 @@ Modules, in data-flow order: ``features`` (data vector -> network input), ``regr
 """
 from __future__ import annotations
 
-from .config import FlowConfig, RegressorConfig, TrainConfig
+from .config import EnsembleConfig, FlowConfig, RegressorConfig, TrainConfig
 from .directory import FORMAT_VERSION, ModelDirectoryError
+from .ensemble import EnsembleFCMLC
 from .flow import CellGrid, ConditionalFlow, build_flow, transition_matrix
 from .model import FCMLC
 from .pipeline import train
-from .regressor import MCDropoutMLP, Regressor, Standardizer, default_hidden_layers
+from .regressor import EnsembleMLP, MCDropoutMLP, Regressor, Standardizer, default_hidden_layers
 from .samples import Samples
 from .training import fit_flow, fit_regressor
 
 __all__ = [
-    "FCMLC", "train", "ModelDirectoryError", "FORMAT_VERSION",
-    "TrainConfig", "RegressorConfig", "FlowConfig",
-    "MCDropoutMLP", "Regressor", "Standardizer", "default_hidden_layers",
+    "FCMLC", "EnsembleFCMLC", "train", "ModelDirectoryError", "FORMAT_VERSION",
+    "TrainConfig", "RegressorConfig", "FlowConfig", "EnsembleConfig",
+    "MCDropoutMLP", "EnsembleMLP", "Regressor", "Standardizer", "default_hidden_layers",
     "ConditionalFlow", "CellGrid", "build_flow", "transition_matrix",
     "Samples", "fit_regressor", "fit_flow",
 ]

@@ -3,8 +3,8 @@
 While the model directory ``OUT`` is being trained, ``OUT.partial/checkpoint.pt`` holds the run
 so far, rewritten all or nothing after every epoch: the settings of the run (training
 configuration, seed, data set, experiments, device, torch version and thread count), the stage
-(``regressor``, ``flow`` or ``transition``), the finished networks, and the state of the loop
-in progress (:mod:`fcmlc.models.training`: weights, optimizer, learning-rate schedule,
+(``regressor``, ``flow`` or ``transition``), the finished networks (an ensemble's finished
+members too), and the state of the loop in progress (:mod:`fcmlc.models.training`: weights, optimizer, learning-rate schedule,
 early-stopping record, random generators, history, next epoch). The same ``train`` call (the
 same ``fcmlc train`` command) finds it and continues, and ends with the same weights as an
 uninterrupted run. A checkpoint of other settings is refused with the differences named;
@@ -58,6 +58,10 @@ def describe(state: dict) -> str:
     """How far the checkpointed run got, in words."""
     stage, loop = state.get("stage"), state.get("loop")
     done = 0 if loop is None else int(loop["epoch"])
+    if stage == "regressor" and state.get("ensemble"):
+        ens = state["ensemble"]
+        k, K = len(ens["done"]), int(ens["members"])
+        return f"regressor: {k} of {K} ensemble members done, member {k}: {done} epoch{'s' * (done != 1)} done"
     if stage == "regressor":
         return f"regressor: {done} epoch{'s' * (done != 1)} done"
     if stage == "flow":

@@ -2,7 +2,9 @@
 
 A model directory holds
 
-    regressor.pt    state_dict of the MC-dropout network (tensors only)
+    regressor.pt    state_dict of the MC-dropout network (tensors only; an ensemble's holds every
+                    member's weights, keys members.<k>.*, and config.json's regressor
+                    architecture records "members": K)
     flow.pt         state_dict of the normflows flow (tensors only)
     scalers.npz     input and target standardisation (float64)
     transition.npz  T (float32, (n_yhat_cells, n_y_cells)) and the log10 edges of both grids
@@ -34,7 +36,7 @@ from .._io import atomic_path, atomic_write_text, jsonable, save_npz
 from ..exceptions import OutputExistsError
 from .features import FeatureMap
 from .flow import CellGrid, ConditionalFlow, build_flow
-from .regressor import MCDropoutMLP, Regressor, Standardizer
+from .regressor import Regressor, Standardizer, build_regressor_net
 
 __all__ = ["ModelDirectoryError", "FORMAT_NAME", "FORMAT_VERSION", "MODEL_FILES", "write_model_directory",
            "read_model_directory", "check_replaceable", "publish_model_directory"]
@@ -202,8 +204,8 @@ def read_model_directory(directory, device=None, verify: bool = True) -> dict:
 
     # regressor
     try:
-        net = MCDropoutMLP(rarch["n_features"], rarch["hidden"], rarch["dropout"], rarch.get("n_outputs", 2))
-    except (KeyError, TypeError, ValueError) as e:
+        net = build_regressor_net(rarch)  # an ensemble when the architecture records "members"
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ModelDirectoryError(f"{cpath}: invalid regressor architecture ({e})") from None
     if net.n_features != n_features:
         raise ModelDirectoryError(f"{cpath}: regressor architecture has {net.n_features} inputs but "

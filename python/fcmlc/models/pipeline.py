@@ -27,10 +27,11 @@ from .checkpoint import TrainingCheckpoint
 from .config import TrainConfig
 from .directory import (FORMAT_NAME, FORMAT_VERSION, MODEL_FILES, ModelDirectoryError, check_replaceable,
                         publish_model_directory)
+from .ensemble import EnsembleFCMLC, fit_ensemble
 from .features import FeatureMap
 from .flow import CellGrid, ConditionalFlow, transition_matrix
 from .model import FCMLC
-from .regressor import MCDropoutMLP, Regressor, Standardizer, default_hidden_layers
+from .regressor import default_hidden_layers, pack_regressor, unpack_regressor
 from .samples import Samples, memory_limit_bytes
 from .training import fit_flow, fit_regressor, resolve_device
 
@@ -93,7 +94,10 @@ def train(dataset, out=None, experiments=None, config=None, device=None, seed: i
     experiments to use (default: all, in the dataset's order). config: ``TrainConfig``, a dict
     overlaying the defaults, which are the paper's Tables III/IV (e.g. ``{"time_budget": 600,
     "regressor": {"max_epochs": 50}}``; ``{"hyperparameters": "fast"}`` starts from the
-    :meth:`TrainConfig.fast` preset instead), or None (the defaults).
+    :meth:`TrainConfig.fast` preset instead), or None (the defaults). A config with ``ensemble``
+    settings (``{"ensemble": {"members": 3}}``) trains the ``ensemble`` estimator
+    (:mod:`fcmlc.models.ensemble`: K regressors, each with the ``regressor`` settings) and
+    returns an :class:`~fcmlc.models.ensemble.EnsembleFCMLC`.
     device: "cpu", "cuda" or None (CUDA when available). Uses the dataset's "train" split;
     a random ``validation_fraction`` of it (seeded) drives early stopping.
 
@@ -102,7 +106,8 @@ def train(dataset, out=None, experiments=None, config=None, device=None, seed: i
     model's ``info["training"]["machine_dependent"]`` (config.json) says so.
 
     With ``out``, the run is checkpointed after every epoch in ``<out>.partial/checkpoint.pt``
-    (:mod:`fcmlc.models.checkpoint`): calling ``train`` again with the same arguments after an
+    (:mod:`fcmlc.models.checkpoint`; an ensemble's inside every member, keeping the finished
+    ones): calling ``train`` again with the same arguments after an
     interruption (Ctrl-C, ``kill``, a crash) resumes from there and ends with the same model as an
     uninterrupted run. A checkpoint of other settings is refused (IncompatibleError naming the
     differences) unless ``restart``, which discards it. The model directory is written all or
@@ -186,7 +191,8 @@ def _train(ds, out, experiments, config, device, seed, progress, restart) -> FCM
         "total_seconds": run.seconds(), "resumed": run.resumed,
         **machine_dependence(cfg.time_budget, r_hist, f_hist),
     }
-    model = FCMLC(regressor, flow, T, yhat_grid, y_grid, names, cfg.to_dict(), info, features)
+    model_type = FCMLC if cfg.ensemble is None else EnsembleFCMLC
+    model = model_type(regressor, flow, T, yhat_grid, y_grid, names, cfg.to_dict(), info, features)
     if ckpt is not None:
         publish_model_directory(model, out, ckpt.staging)
         ckpt.clear()
@@ -250,10 +256,18 @@ class _Run:
         budget = cfg.time_budget
         loop = st.get("loop")
         if st["stage"] == "regressor":
-            regressor, r_hist = fit_regressor(
-                train_src, val_src, cfg.regressor, device=dev, seed=seed, progress=self.progress,
-                time_budget=None if budget is None else budget * cfg.regressor_time_fraction, resume=loop,
-                on_epoch=lambda lp: self.save(stage="regressor", loop=lp))
+            r_budget = None if budget is None else budget * cfg.regressor_time_fraction
+            if cfg.ensemble is None:
+                regressor, r_hist = fit_regressor(
+                    train_src, val_src, cfg.regressor, device=dev, seed=seed, progress=self.progress,
+                    time_budget=r_budget, resume=loop, on_epoch=lambda lp: self.save(stage="regressor", loop=lp))
+            else:  # the members' loop state under "loop" (as a single regressor's), the finished ones aside
+                regressor, r_hist = fit_ensemble(
+                    train_src, val_src, cfg.regressor, cfg.ensemble.members, device=dev, seed=seed,
+                    progress=self.progress, time_budget=r_budget,
+                    resume=None if "ensemble" not in st else {**st["ensemble"], "loop": loop},
+                    on_epoch=lambda es: self.save(stage="regressor", loop=es["loop"],
+                                                  ensemble={k: v for k, v in es.items() if k != "loop"}))
             loop = None
             reg = pack_regressor(regressor)
             self.save(stage="flow", regressor=reg, regressor_history=r_hist, loop=None)
@@ -276,21 +290,6 @@ class _Run:
             flow.flow.eval()
             f_hist = st["flow_history"]
         return regressor, r_hist, flow, f_hist
-
-
-def pack_regressor(regressor: Regressor) -> dict:
-    """A trained regressor as tensors and plain values (a checkpoint's entry)."""
-    return {"net": regressor.state_dict(), "architecture": regressor.net.architecture(),
-            **{k: torch.from_numpy(v.copy()) for k, v in {**regressor.x_scaler.to_arrays("x"),
-                                                         **regressor.y_scaler.to_arrays("y")}.items()}}
-
-
-def unpack_regressor(d: dict, device) -> Regressor:
-    arch = d["architecture"]
-    net = MCDropoutMLP(arch["n_features"], arch["hidden"], arch["dropout"], arch["n_outputs"])
-    net.load_state_dict(d["net"])
-    arrays = {k: d[k].numpy() for k in ("x_mean", "x_scale", "y_mean", "y_scale")}
-    return Regressor(net, Standardizer.from_arrays(arrays, "x"), Standardizer.from_arrays(arrays, "y"), device)
 
 
 def _now() -> str:

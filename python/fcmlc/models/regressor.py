@@ -12,6 +12,11 @@ uncertainty. The masks are drawn here explicitly from a ``torch.Generator`` (not
 
 Inputs and targets are standardised with :class:`Standardizer` objects fitted on the
 training data and saved with the model (``scalers.npz``).
+
+:class:`EnsembleMLP` is a deep ensemble (Lakshminarayanan et al. 2017) of such networks with
+the same interface: one call gives one prediction per row from a randomly chosen member (with
+that member's dropout), and :meth:`Regressor.predict_samples` pools its MC-dropout samples
+evenly over the members (the ``ensemble`` estimator, :mod:`fcmlc.models.ensemble`).
 """
 from __future__ import annotations
 
@@ -28,7 +33,11 @@ from .._checks import check_positive_int, check_seed
 __all__ = [
     "Standardizer",
     "MCDropoutMLP",
+    "EnsembleMLP",
     "Regressor",
+    "build_regressor_net",
+    "pack_regressor",
+    "unpack_regressor",
     "default_hidden_layers",
     "make_generator",
     "as_seed",
@@ -214,13 +223,97 @@ class MCDropoutMLP(nn.Module):
                 "n_outputs": self.n_outputs, "activation": "relu", "dropout_placement": "before each hidden layer"}
 
 
+class EnsembleMLP(nn.Module):
+    """K MC-dropout networks of one architecture (a deep ensemble), used like one :class:`MCDropoutMLP`.
+
+    * ``net(x, generator)``: one prediction per row of x from a member chosen at random (uniformly,
+      from ``generator``), with that member's dropout masks (from the same generator, member by
+      member in order): a draw from the pooled predictive distribution, as the flow's training
+      pairs and the validation MSE need. With one member it is that member's call, bit for bit.
+    * :meth:`draw_masks` / :meth:`forward_masked`: n sub-networks split evenly over the members
+      (member k takes samples [k n // K, (k + 1) n // K), its masks drawn after member k - 1's),
+      so :meth:`Regressor.predict_samples` pools n_samples evenly over the members.
+
+    Its ``state_dict`` holds every member's weights (keys ``members.<k>.<layer>``).
+    """
+
+    def __init__(self, members: Sequence[MCDropoutMLP]):
+        super().__init__()
+        members = list(members)
+        if not members:
+            raise ValueError("an ensemble needs at least one member network")
+        arch = members[0].architecture()
+        for k, m in enumerate(members):
+            if not isinstance(m, MCDropoutMLP):
+                raise ValueError(f"ensemble member {k} is a {type(m).__name__}, not an MCDropoutMLP")
+            if m.architecture() != arch:
+                raise ValueError(f"ensemble member {k} has architecture {m.architecture()}, member 0 {arch}: "
+                                 f"all members must have the same")
+        self.members = nn.ModuleList(members)
+        self.n_features, self.n_outputs = members[0].n_features, members[0].n_outputs
+        self.hidden_sizes, self.dropout = members[0].hidden_sizes, members[0].dropout
+
+    @property
+    def n_members(self) -> int:
+        return len(self.members)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """One prediction per row of x (..., n_features) from a randomly chosen member (see the class)."""
+        if self.n_members == 1:
+            return self.members[0](x, generator=generator)
+        flat = x.reshape(-1, x.shape[-1])
+        choice = torch.randint(self.n_members, (flat.shape[0],), generator=generator, device=flat.device)
+        out = flat.new_empty((flat.shape[0], self.n_outputs))
+        for k, member in enumerate(self.members):
+            rows = torch.nonzero(choice == k).squeeze(1)
+            if rows.numel():
+                out[rows] = member(flat[rows], generator=generator)
+        return out.reshape(*x.shape[:-1], self.n_outputs)
+
+    def split(self, n_samples: int) -> list[int]:
+        """How many of ``n_samples`` samples each member gives (an even split, the first members one fewer)."""
+        K = self.n_members
+        return [(k + 1) * int(n_samples) // K - k * int(n_samples) // K for k in range(K)]
+
+    def draw_masks(self, n_samples: int, generator: torch.Generator | None = None) -> list:
+        """[(n_k, member k's masks for n_k sub-networks)] for the even split of ``n_samples``."""
+        return [(n, m.draw_masks(n, generator)) for n, m in zip(self.split(n_samples), self.members)]
+
+    def forward_masked(self, x: torch.Tensor, masks: list) -> torch.Tensor:
+        """Every row of x (k, n_features) through every sub-network of ``masks`` (from
+        :meth:`draw_masks`), member by member: (k, n_samples, n_outputs)."""
+        parts = []
+        for member, (n, mk) in zip(self.members, masks):
+            if n == 0:
+                continue
+            p = member.forward_masked(x, mk)
+            parts.append(p if p.shape[1] == n else p.expand(-1, n, -1))  # dropout 0: one sample stands for n
+        return torch.cat(parts, dim=1)
+
+    def architecture(self) -> dict:
+        return {**self.members[0].architecture(), "members": self.n_members}
+
+
+def build_regressor_net(arch: dict) -> nn.Module:
+    """An untrained network of the architecture ``arch`` (``MCDropoutMLP.architecture()``, or
+    ``EnsembleMLP.architecture()`` with its ``members`` count), to load weights into. The random
+    initialisation draws from a forked generator: torch's global one is left as it was."""
+    def member():
+        return MCDropoutMLP(arch["n_features"], arch["hidden"], arch["dropout"], arch.get("n_outputs", 2))
+
+    with torch.random.fork_rng(devices=[]):
+        if arch.get("members") is None:
+            return member()
+        return EnsembleMLP([member() for _ in range(check_positive_int(arch["members"], "members"))])
+
+
 class Regressor:
-    """A trained MC-dropout network with its input and target scalers.
+    """A trained MC-dropout network (or :class:`EnsembleMLP`) with its input and target scalers.
 
     ``predict_samples(x, n_samples, seed)`` returns samples of y_hat = (log10|Ue4|, log10 dm2).
     """
 
-    def __init__(self, net: MCDropoutMLP, x_scaler: Standardizer, y_scaler: Standardizer,
+    def __init__(self, net: MCDropoutMLP | EnsembleMLP, x_scaler: Standardizer, y_scaler: Standardizer,
                  device: torch.device | str | None = None):
         if x_scaler.dim != net.n_features:
             raise ValueError(f"input scaler has {x_scaler.dim} features but the network expects {net.n_features}")
@@ -268,7 +361,8 @@ class Regressor:
         differently shaped matrix products), and the same (x, n_samples, seed) always gives
         identical samples. Samples are drawn in blocks of ``MC_SAMPLE_BLOCK``; block b takes
         its masks from a generator seeded with (seed, b). Each network pass handles about
-        ``MC_BLOCK_ROWS`` (vector, sample) rows.
+        ``MC_BLOCK_ROWS`` (vector, sample) rows. An :class:`EnsembleMLP` splits every block
+        evenly over its members (member order within the block).
         """
         x = self._check_x(x)
         n_samples = check_positive_int(n_samples, "n_samples")
@@ -297,6 +391,21 @@ class Regressor:
 
     def state_dict(self) -> dict:
         return {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
+
+
+def pack_regressor(regressor: Regressor) -> dict:
+    """A trained regressor as tensors and plain values (a training checkpoint's entry)."""
+    return {"net": regressor.state_dict(), "architecture": regressor.net.architecture(),
+            **{k: torch.from_numpy(v.copy()) for k, v in {**regressor.x_scaler.to_arrays("x"),
+                                                         **regressor.y_scaler.to_arrays("y")}.items()}}
+
+
+def unpack_regressor(d: dict, device) -> Regressor:
+    """The regressor :func:`pack_regressor` packed, on ``device``."""
+    net = build_regressor_net(d["architecture"])
+    net.load_state_dict(d["net"])
+    arrays = {k: d[k].numpy() for k in ("x_mean", "x_scale", "y_mean", "y_scale")}
+    return Regressor(net, Standardizer.from_arrays(arrays, "x"), Standardizer.from_arrays(arrays, "y"), device)
 
 
 def param_count(module: nn.Module) -> int:
