@@ -25,3 +25,19 @@ def gaussian_toy(name="TOY", n_bins=8, baseline=10.0, events=4000.0, rho=0.3, no
                       bin_labels=[f"E{k}" for k in range(n_bins)], parts=[part], covariance=C,
                       norm_groups=groups, norm_prior=norm_prior, definition={"toy": name, "n": n_bins,
                                                                             "prior": norm_prior})
+
+
+def linear_gaussian_masses(y_grid, x, A, sigma) -> np.ndarray:
+    """Exact posterior cell masses of the linear-Gaussian toy (x = A y + N(0, sigma^2 I), y =
+    (log10|Ue4|, log10 dm2) with a flat prior) on ``y_grid`` (a :class:`fcmlc.models.CellGrid`):
+    shape (n_dm2, n_ue4), summing to 1."""
+    pts = y_grid.log_points()  # (n_cells, 2), |Ue4| fastest
+    r = np.asarray(x)[None, :] - pts @ np.asarray(A).T
+    logp = -0.5 * np.sum(r * r, axis=1) / sigma ** 2
+    p = np.exp(logp - logp.max())  # equal cell areas: mass proportional to density
+    return (p / p.sum()).reshape(y_grid.n_dm2, y_grid.n_ue4)
+
+
+def overlap(p, q) -> float:
+    """The overlap coefficient sum_c min(p_c, q_c) of two cell-mass maps (1 - the total-variation distance)."""
+    return float(np.minimum(p, q).sum())

@@ -35,6 +35,7 @@ import numpy as np
 import pytest
 import torch
 
+from _toys import linear_gaussian_masses, overlap
 from conftest import write_linear_gaussian
 from fcmlc.models import FCMLC, train
 from fcmlc.physics import Grid
@@ -63,15 +64,7 @@ CONFIG = {
 
 def true_masses(model: FCMLC, x: np.ndarray) -> np.ndarray:
     """Exact posterior cell masses on the model's y grid, shape (n_dm2, n_ue4), summing to 1."""
-    pts = model.y_grid.log_points()  # (n_cells, 2), |Ue4| fastest
-    r = x[None, :] - pts @ A.T
-    logp = -0.5 * np.sum(r * r, axis=1) / SIGMA ** 2
-    p = np.exp(logp - logp.max())  # equal cell areas: mass proportional to density
-    return (p / p.sum()).reshape(model.y_grid.n_dm2, model.y_grid.n_ue4)
-
-
-def overlap(p, q) -> float:
-    return float(np.minimum(p, q).sum())
+    return linear_gaussian_masses(model.y_grid, x, A, SIGMA)
 
 
 @pytest.fixture(scope="module")

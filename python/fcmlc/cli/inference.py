@@ -34,9 +34,11 @@ def register(subparsers) -> None:
                    help="posterior estimator (default fcmlc, the paper's pipeline): "
                         + "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items()))
     p.add_argument("--max-epochs", "--epochs", dest="max_epochs", type=int, default=None, metavar="N",
-                   help="maximum epochs for the regressor and for the flow (default 10000 / 200 and 20 with --fast)")
+                   help="maximum epochs for the regressor and for the flow (default 10000 / 200 and 20 with --fast; "
+                        "npe, nre: of their network, see docs/estimators.md)")
     p.add_argument("--patience", type=int, default=None, metavar="N",
-                   help="early-stopping patience in epochs for both networks (default 50 / 8 with --fast)")
+                   help="early-stopping patience in epochs for both networks (default 50 / 8 with --fast; npe, nre: "
+                        "of their network)")
     p.add_argument("--time-budget", type=float, default=None, metavar="S",
                    help="stop training the two networks after S seconds of wall-clock time (default: no limit; "
                         "0 = no limit). The model then depends on the machine's speed and load, and its "
@@ -46,7 +48,8 @@ def register(subparsers) -> None:
     p.add_argument("--fast", action="store_true",
                    help="the 'fast' preset: regressor batch 256, lr 2e-3 with reduce-on-plateau, patience 8, at "
                         "most 200 epochs; flow batch 2048, lr 2e-3 with a cosine decay over 8 epochs (see "
-                        "fcmlc.models.config). With --estimator npe/nre/ensemble: that estimator's fast preset")
+                        "fcmlc.models.config). With --estimator: that estimator's fast preset (ensemble: per member; "
+                        "npe and nre: fcmlc.estimators.config)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads during training (default: torch's default; at batch 32 on a CPU 1 thread "
                         "is often fastest)")
@@ -107,14 +110,13 @@ def cmd_train(args) -> int:
         if cfg.get("hyperparameters", "fast") != "fast":
             raise ValueError(f"--fast conflicts with \"hyperparameters\": {cfg['hyperparameters']!r} in --config")
         cfg["hyperparameters"] = "fast"
-    if args.max_epochs is not None:
-        check_positive_int(args.max_epochs, "--max-epochs")
-        cfg.setdefault("regressor", {})["max_epochs"] = args.max_epochs
-        cfg.setdefault("flow", {})["max_epochs"] = args.max_epochs
-    if args.patience is not None:
-        check_positive_int(args.patience, "--patience")
-        cfg.setdefault("regressor", {})["patience"] = args.patience
-        cfg.setdefault("flow", {})["patience"] = args.patience
+    # npe and nre train one network, whose settings are top-level keys; fcmlc (and ensemble) two sections
+    sections = (None,) if args.estimator in ("npe", "nre") else ("regressor", "flow")
+    for key, value, flag in (("max_epochs", args.max_epochs, "--max-epochs"), ("patience", args.patience, "--patience")):
+        if value is not None:
+            check_positive_int(value, flag)
+            for section in sections:
+                (cfg if section is None else cfg.setdefault(section, {}))[key] = value
     if args.time_budget is not None:
         if args.time_budget < 0:
             raise ValueError("--time-budget must be >= 0 seconds (0: no limit)")
@@ -177,7 +179,7 @@ def cmd_fit(args) -> int:
         if diag is not None:
             atomic_write_json(stage / "diagnostics.json", diag.to_dict())
         atomic_write_json(stage / "summary.json", summary)
-        post.save_plot(stage / "posterior.png", truth=truth, title=f"FCMLC posterior: {', '.join(model.experiments)}")
+        post.save_plot(stage / "posterior.png", truth=truth, title=f"{post.meta.get('method', 'FCMLC')} posterior: {', '.join(model.experiments)}")
     _print_summary(summary, out.path)
     if diag is not None:
         print(diag)

@@ -55,18 +55,22 @@ def setting_differences(old, new, prefix: str = "") -> list[str]:
 
 
 def describe(state: dict) -> str:
-    """How far the checkpointed run got, in words."""
+    """How far the checkpointed run got, in words. The FCMLC pipeline's stages are ``regressor``,
+    ``flow`` and ``transition``; another estimator's stage names its network (e.g. ``npe flow``)."""
     stage, loop = state.get("stage"), state.get("loop")
     done = 0 if loop is None else int(loop["epoch"])
+    epochs = f"{done} epoch{'s' * (done != 1)} done"
     if stage == "regressor" and state.get("ensemble"):
         ens = state["ensemble"]
         k, K = len(ens["done"]), int(ens["members"])
-        return f"regressor: {k} of {K} ensemble members done, member {k}: {done} epoch{'s' * (done != 1)} done"
+        return f"regressor: {k} of {K} ensemble members done, member {k}: {epochs}"
     if stage == "regressor":
-        return f"regressor: {done} epoch{'s' * (done != 1)} done"
+        return f"regressor: {epochs}"
     if stage == "flow":
-        return f"regressor done, flow: {done} epoch{'s' * (done != 1)} done"
-    return "regressor and flow done, transition matrix pending"
+        return f"regressor done, flow: {epochs}"
+    if stage == "transition":
+        return "regressor and flow done, transition matrix pending"
+    return f"{stage}: {epochs}"
 
 
 class TrainingCheckpoint:
@@ -114,6 +118,14 @@ class TrainingCheckpoint:
         with atomic_path(self.path) as tmp:
             torch.save(full, tmp)
         self.status = describe(full)
+
+    def interrupted_message(self) -> str:
+        """What an interruption kept and how to resume, in the one line the CLI prints."""
+        if self.status is None:
+            return ("interrupted before the first epoch ended: no checkpoint was written (a rerun starts from "
+                    "the beginning)")
+        return (f"interrupted: checkpoint kept in {self.path} ({self.status}); rerun the same command to resume "
+                f"(--restart, or restart=True, starts over)")
 
     @property
     def staging(self) -> Path:

@@ -52,7 +52,7 @@ from dataclasses import asdict, dataclass, field, fields
 from .._checks import check_positive_int
 from .regressor import default_hidden_layers
 
-__all__ = ["RegressorConfig", "FlowConfig", "EnsembleConfig", "TrainConfig"]
+__all__ = ["RegressorConfig", "FlowConfig", "EnsembleConfig", "TrainConfig", "overlay"]
 
 
 @dataclass
@@ -203,11 +203,11 @@ class TrainConfig:
             raise ValueError(f"unknown training configuration keys: {sorted(unknown)}")
         for k, v in d.items():
             if k == "regressor":
-                cfg.regressor = _overlay(cfg.regressor, v, "regressor")
+                cfg.regressor = overlay(cfg.regressor, v, "regressor")
             elif k == "flow":
-                cfg.flow = _overlay(cfg.flow, v, "flow")
+                cfg.flow = overlay(cfg.flow, v, "flow")
             elif k == "ensemble":
-                cfg.ensemble = None if v is None else _overlay(cfg.ensemble or EnsembleConfig(), v, "ensemble")
+                cfg.ensemble = None if v is None else overlay(cfg.ensemble or EnsembleConfig(), v, "ensemble")
             else:
                 setattr(cfg, k, tuple(v) if k in ("yhat_shape", "y_shape") else v)
         if cfg.regressor.hidden is not None:
@@ -238,7 +238,9 @@ class TrainConfig:
             raise ValueError(f"in_memory must be 'auto', True or False, got {self.in_memory!r}")
 
 
-def _overlay(obj, d, what):
+def overlay(obj, d, what):
+    """A copy of the dataclass ``obj`` with the settings of the dict ``d`` (or ``d`` itself, a copy,
+    when it is already such an object); ValueError naming unknown keys (``what``: for the message)."""
     if isinstance(d, type(obj)):
         return copy.deepcopy(d)
     if not isinstance(d, dict):

@@ -18,6 +18,11 @@ and loads without unpickling code: ``torch.load(weights_only=True)``, ``np.load(
 which holds the checksums of the others, last). :func:`publish_model_directory`, used by
 training, writes the whole directory elsewhere first and moves it into place, so the
 directory holds either the previous model or the new one.
+
+The parts that do not depend on the estimator (:func:`write_config`, :func:`read_config`,
+:func:`load_state`, :func:`check_replaceable`, :func:`publish_model_directory`) also serve the
+directories of the other estimators (:mod:`fcmlc.estimators`), whose config.json has the same
+format, version, ``estimator`` key and checksums.
 """
 from __future__ import annotations
 
@@ -39,7 +44,8 @@ from .flow import CellGrid, ConditionalFlow, build_flow
 from .regressor import Regressor, Standardizer, build_regressor_net
 
 __all__ = ["ModelDirectoryError", "FORMAT_NAME", "FORMAT_VERSION", "MODEL_FILES", "write_model_directory",
-           "read_model_directory", "check_replaceable", "publish_model_directory"]
+           "read_model_directory", "check_replaceable", "publish_model_directory", "write_config", "read_config",
+           "load_state", "sha256_file"]
 
 FORMAT_NAME = "fcmlc-model"
 FORMAT_VERSION = 2
@@ -50,7 +56,8 @@ class ModelDirectoryError(ValueError):
     """A model directory that is missing, corrupted, or inconsistent with its config.json."""
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file (hex)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -72,7 +79,23 @@ def write_model_directory(model, directory) -> Path:
     save_npz(d / "transition.npz", T=T, yhat_log_ue4_edges=model.yhat_grid.log_ue4_edges,
              yhat_log_dm2_edges=model.yhat_grid.log_dm2_edges, y_log_ue4_edges=model.y_grid.log_ue4_edges,
              y_log_dm2_edges=model.y_grid.log_dm2_edges)
-    files = {name: {"sha256": _sha256(d / name), "bytes": (d / name).stat().st_size} for name in MODEL_FILES}
+    write_config(model, d, MODEL_FILES, regressor=model.regressor.net.architecture(),
+                 flow=dict(model.flow.architecture),
+                 grids={"yhat": model.yhat_grid.to_dict(), "y": model.y_grid.to_dict()},
+                 transition={"dtype": "float32", "shape": list(T.shape),
+                             "definition": "T[k, c] = p(y = y-cell centre c | y_hat = y_hat-cell centre k) per unit "
+                                           "log10 area, sum_c T[k, c] dA_c = 1"})
+    return d
+
+
+def write_config(model, directory, files, **description) -> None:
+    """Write config.json (all or nothing) of the model directory ``directory`` whose other files,
+    ``files``, are written: format and version, the estimator (``model.estimator``), the
+    experiments (order, bins, definition hashes), the feature map, the estimator's own
+    ``description`` entries (architectures, grids), the training configuration, dataset and
+    history (``model.config``, ``model.info``), and the sha256 and size of every file."""
+    d = Path(directory)
+    checks = {name: {"sha256": sha256_file(d / name), "bytes": (d / name).stat().st_size} for name in files}
     cfg = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -84,45 +107,52 @@ def write_model_directory(model, directory) -> Path:
         "experiment_hashes": model.info.get("experiment_hashes"),
         "n_features": model.n_features,
         "features": model.features.to_dict(),
-        "regressor": model.regressor.net.architecture(),
-        "flow": dict(model.flow.architecture),
-        "grids": {"yhat": model.yhat_grid.to_dict(), "y": model.y_grid.to_dict()},
-        "transition": {"dtype": "float32", "shape": list(T.shape),
-                       "definition": "T[k, c] = p(y = y-cell centre c | y_hat = y_hat-cell centre k) per unit "
-                                     "log10 area, sum_c T[k, c] dA_c = 1"},
+        **description,
         "training_config": model.config,
         "dataset": model.info.get("dataset"),
         "training": model.info.get("training"),
-        "files": files,
+        "files": checks,
     }
     atomic_write_text(d / "config.json", json.dumps(jsonable(cfg), indent=2))
-    return d
 
 
-def check_replaceable(directory) -> None:
+def check_replaceable(directory, files=MODEL_FILES) -> None:
     """OutputExistsError unless ``directory`` is absent, empty, or holds only a model's files
-    (which :func:`publish_model_directory` replaces): other files are never deleted."""
+    (which :func:`publish_model_directory` replaces): config.json, the files it records (a model
+    of any estimator), and ``files`` (the files of the model to be written; by default the
+    ``fcmlc`` estimator's). Other files are never deleted."""
     d = Path(directory)
     if not d.exists():
         return
     if not d.is_dir():
         raise OutputExistsError(f"{d} exists and is not a directory; choose another output directory")
-    own = set(MODEL_FILES) | {"config.json"}
+    own = set(files) | set(MODEL_FILES) | {"config.json"} | _recorded_files(d)
     other = sorted(p.name for p in d.iterdir() if p.name not in own and not p.name.endswith(".tmp"))
     if other:
         raise OutputExistsError(f"{d} exists and holds files that are not a model's ({', '.join(other[:5])}"
                                 f"{', ...' if len(other) > 5 else ''}); choose another output directory")
 
 
-def publish_model_directory(model, directory, staging) -> Path:
-    """Write the model directory of ``model`` all or nothing: assembled in ``staging`` (a fresh
-    directory on the same file system), then renamed onto ``directory``; a previous model there
-    is first moved aside (to ``replaced`` next to ``staging``), then removed. ``directory`` must
-    pass :func:`check_replaceable`."""
+def _recorded_files(d: Path) -> set:
+    """The files that the config.json of a model directory ``d`` records (none if it has no readable one)."""
+    try:
+        cfg = json.loads((d / "config.json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return set()
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT_NAME or not isinstance(cfg.get("files"), dict):
+        return set()
+    return {str(name) for name in cfg["files"]}
+
+
+def publish_model_directory(model, directory, staging, files=MODEL_FILES) -> Path:
+    """Write the model directory of ``model`` (``model.save``) all or nothing: assembled in
+    ``staging`` (a fresh directory on the same file system), then renamed onto ``directory``; a
+    previous model there is first moved aside (to ``replaced`` next to ``staging``), then removed.
+    ``directory`` must pass :func:`check_replaceable` (``files``: the files ``model.save`` writes)."""
     d, staging = Path(directory), Path(staging)
-    check_replaceable(d)
+    check_replaceable(d, files)
     shutil.rmtree(staging, ignore_errors=True)
-    write_model_directory(model, staging)
+    model.save(staging)
     old = staging.with_name("replaced")
     shutil.rmtree(old, ignore_errors=True)
     if d.exists():
@@ -131,6 +161,47 @@ def publish_model_directory(model, directory, staging) -> Path:
     os.replace(staging, d)
     shutil.rmtree(old, ignore_errors=True)
     return d
+
+
+def read_config(directory, files, verify: bool = True) -> dict:
+    """config.json of the model directory ``directory``, checked: a JSON object of this format and
+    format version, every one of ``files`` present with its recorded sha256 (compared with the
+    file's unless ``verify`` is False). Raises :class:`ModelDirectoryError` naming the file and
+    the problem otherwise."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise ModelDirectoryError(f"{d} is not a directory (expected a model directory)")
+    cpath = d / "config.json"
+    if not cpath.is_file():
+        raise ModelDirectoryError(f"{d}: config.json is missing; this is not a model directory")
+    try:
+        cfg = json.loads(cpath.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelDirectoryError(f"{cpath}: not valid JSON ({e})") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT_NAME:
+        raise ModelDirectoryError(f"{cpath}: not an fcmlc model config (format {cfg.get('format')!r} "
+                                  f"if a dict, expected {FORMAT_NAME!r})" if isinstance(cfg, dict) else
+                                  f"{cpath}: not an fcmlc model config")
+    fv = cfg.get("format_version")
+    if fv != FORMAT_VERSION:
+        raise ModelDirectoryError(f"{cpath}: model format version {fv!r} is not supported by fcmlc "
+                                  f"{__version__} (which reads version {FORMAT_VERSION}); the model was saved "
+                                  f"by fcmlc {cfg.get('fcmlc_version')!r}")
+    recorded = cfg.get("files") or {}
+    missing = [name for name in files if not (d / name).is_file()]
+    if missing:
+        raise ModelDirectoryError(f"{d}: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing")
+    for name in files:
+        p = d / name
+        if not isinstance(recorded.get(name), dict) or "sha256" not in recorded[name]:
+            raise ModelDirectoryError(f"{cpath}: no checksum recorded for {name}")
+        if verify:
+            got = sha256_file(p)
+            if got != recorded[name]["sha256"]:
+                raise ModelDirectoryError(
+                    f"{p}: sha256 checksum mismatch (file is corrupted or was modified after saving): "
+                    f"expected {recorded[name]['sha256'][:16]}..., found {got[:16]}...")
+    return cfg
 
 
 def read_model_directory(directory, device=None, verify: bool = True) -> dict:
@@ -142,38 +213,8 @@ def read_model_directory(directory, device=None, verify: bool = True) -> dict:
     :class:`ModelDirectoryError` naming the file and the problem otherwise.
     """
     d = Path(directory)
-    if not d.is_dir():
-        raise ModelDirectoryError(f"{d} is not a directory (expected an FCMLC model directory)")
+    cfg = read_config(d, MODEL_FILES, verify)
     cpath = d / "config.json"
-    if not cpath.is_file():
-        raise ModelDirectoryError(f"{d}: config.json is missing; this is not an FCMLC model directory")
-    try:
-        cfg = json.loads(cpath.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ModelDirectoryError(f"{cpath}: not valid JSON ({e})") from None
-    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT_NAME:
-        raise ModelDirectoryError(f"{cpath}: not an FCMLC model config (format {cfg.get('format')!r} "
-                                  f"if a dict, expected {FORMAT_NAME!r})" if isinstance(cfg, dict) else
-                                  f"{cpath}: not an FCMLC model config")
-    fv = cfg.get("format_version")
-    if fv != FORMAT_VERSION:
-        raise ModelDirectoryError(f"{cpath}: model format version {fv!r} is not supported by fcmlc "
-                                  f"{__version__} (which reads version {FORMAT_VERSION}); the model was saved "
-                                  f"by fcmlc {cfg.get('fcmlc_version')!r}")
-    files = cfg.get("files") or {}
-    missing = [name for name in MODEL_FILES if not (d / name).is_file()]
-    if missing:
-        raise ModelDirectoryError(f"{d}: {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing")
-    for name in MODEL_FILES:
-        p = d / name
-        if name not in files or "sha256" not in files[name]:
-            raise ModelDirectoryError(f"{cpath}: no checksum recorded for {name}")
-        if verify:
-            got = _sha256(p)
-            if got != files[name]["sha256"]:
-                raise ModelDirectoryError(
-                    f"{p}: sha256 checksum mismatch (file is corrupted or was modified after saving): "
-                    f"expected {files[name]['sha256'][:16]}..., found {got[:16]}...")
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         n_features = int(cfg["n_features"])
@@ -210,7 +251,7 @@ def read_model_directory(directory, device=None, verify: bool = True) -> dict:
     if net.n_features != n_features:
         raise ModelDirectoryError(f"{cpath}: regressor architecture has {net.n_features} inputs but "
                                   f"n_features = {n_features}")
-    _load_state(net, d / "regressor.pt", "regressor")
+    load_state(net, d / "regressor.pt", "regressor")
     regressor = Regressor(net, x_scaler, y_scaler, dev)
 
     # flow
@@ -220,7 +261,7 @@ def read_model_directory(directory, device=None, verify: bool = True) -> dict:
         nf_flow = build_flow(**arch)
     except (TypeError, ValueError) as e:
         raise ModelDirectoryError(f"{cpath}: invalid flow architecture ({e})") from None
-    _load_state(nf_flow, d / "flow.pt", "flow")
+    load_state(nf_flow, d / "flow.pt", "flow")
     nf_flow.eval()
     flow = ConditionalFlow(nf_flow, y_scaler, arch, device=dev)
 
@@ -248,7 +289,9 @@ def read_model_directory(directory, device=None, verify: bool = True) -> dict:
                 experiments=experiments, config=cfg.get("training_config"), info=info, features=features)
 
 
-def _load_state(module: torch.nn.Module, path: Path, what: str):
+def load_state(module: torch.nn.Module, path: Path, what: str):
+    """Load the weights-only torch file ``path`` into ``module`` (strict): ModelDirectoryError naming
+    the file when it is unreadable or does not match the module's architecture (``what``: its name)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many types for bad files

@@ -27,6 +27,40 @@ import numpy as np
 
 from ..dataset import normalisation_of
 
+__all__ = ["FeatureMap", "check_data_vectors", "feature_text"]
+
+
+def feature_text(n_features: int, experiments, experiment_bins=None) -> str:
+    """What a model's data vector holds, for error messages: '<n> features = the bins of A (k bins),
+    B (m bins) concatenated in this order'."""
+    if experiment_bins:
+        parts = ", ".join(f"{n} ({experiment_bins.get(n, '?')} bins)" for n in experiments)
+    else:
+        parts = ", ".join(experiments)
+    return f"{n_features} features = the bins of {parts} concatenated in this order"
+
+
+def check_data_vectors(x, n_features: int, description: str):
+    """(x as float64 (n, n_features), single): one data vector (n_features,) or a batch
+    (n, n_features) of finite values; a ValueError naming the problem (and ``description``, what
+    the vector should hold, :func:`feature_text`) otherwise. ``single``: x was one vector."""
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"x must be a numeric array of {description}") from None
+    single = arr.ndim == 1
+    if single:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != n_features:
+        raise ValueError(f"x must have shape ({n_features},) or (n, {n_features}): {description}; "
+                         f"got shape {np.shape(x)}")
+    if arr.shape[0] == 0:
+        raise ValueError("x contains no data vectors")
+    bad = ~np.all(np.isfinite(arr), axis=1)
+    if np.any(bad):
+        raise ValueError(f"x contains NaN or infinite values (data vector(s) {np.flatnonzero(bad)[:10].tolist()})")
+    return arr, single
+
 
 class FeatureMap:
     """x (raw concatenated bins) -> network features (group directions for shape-only experiments).

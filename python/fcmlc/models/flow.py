@@ -133,8 +133,9 @@ class CellGrid:
 
 def build_flow(n_layers: int = 4, hidden: int = 64, n_blocks: int = 2, n_bins: int = 8,
                dropout: float = 0.15, tail_bound: float = 4.0, transform: str = "autoregressive",
-               seed: int = 0):
-    """A normflows ``ConditionalNormalizingFlow`` for 2-D y with a 2-D context.
+               seed: int = 0, context_size: int = 2):
+    """A normflows ``ConditionalNormalizingFlow`` for 2-D y with a context of ``context_size``
+    values (2 for FCMLC's y_hat; the embedding of the data vector for :mod:`fcmlc.estimators.npe`).
 
     Construction draws random numbers (weight initialisation, permutations); they come from
     ``seed`` inside a forked RNG, so the global torch RNG is left untouched.
@@ -145,17 +146,18 @@ def build_flow(n_layers: int = 4, hidden: int = 64, n_blocks: int = 2, n_bins: i
         raise ValueError(f"flow transform must be 'autoregressive' or 'coupling', got {transform!r}")
     if int(n_layers) < 1:
         raise ValueError(f"the flow needs at least one layer, got n_layers={n_layers}")
+    context_size = check_positive_int(context_size, "context_size")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         layers = []
         for i in range(int(n_layers)):
             if transform == "autoregressive":
                 layers.append(nf.flows.AutoregressiveRationalQuadraticSpline(
-                    2, int(n_blocks), int(hidden), num_context_channels=2, num_bins=int(n_bins),
+                    2, int(n_blocks), int(hidden), num_context_channels=context_size, num_bins=int(n_bins),
                     tail_bound=float(tail_bound), dropout_probability=float(dropout)))
             else:
                 layers.append(nf.flows.CoupledRationalQuadraticSpline(
-                    2, int(n_blocks), int(hidden), num_context_channels=2, num_bins=int(n_bins),
+                    2, int(n_blocks), int(hidden), num_context_channels=context_size, num_bins=int(n_bins),
                     tail_bound=float(tail_bound), dropout_probability=float(dropout), reverse_mask=bool(i % 2)))
             layers.append(nf.flows.LULinearPermute(2))
         q0 = nf.distributions.DiagGaussian(2, trainable=False)

@@ -20,7 +20,7 @@ from ..estimators import estimator_of
 from ..estimators import load as load_estimator
 from ..posterior import Posterior, integrate, kde_bandwidth, kde_grid
 from .directory import read_model_directory, write_model_directory
-from .features import FeatureMap
+from .features import FeatureMap, check_data_vectors, feature_text
 from .flow import CellGrid, ConditionalFlow
 from .regressor import Regressor
 
@@ -74,30 +74,8 @@ class FCMLC:
         return self
 
     def _check_x(self, x):
-        try:
-            arr = np.asarray(x, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"x must be a numeric array of {self._feature_text()}") from None
-        single = arr.ndim == 1
-        if single:
-            arr = arr[None, :]
-        if arr.ndim != 2 or arr.shape[1] != self.n_features:
-            raise ValueError(f"x must have shape ({self.n_features},) or (n, {self.n_features}): "
-                             f"{self._feature_text()}; got shape {np.shape(x)}")
-        if arr.shape[0] == 0:
-            raise ValueError("x contains no data vectors")
-        bad = ~np.all(np.isfinite(arr), axis=1)
-        if np.any(bad):
-            raise ValueError(f"x contains NaN or infinite values (data vector(s) {np.flatnonzero(bad)[:10].tolist()})")
-        return arr, single
-
-    def _feature_text(self) -> str:
-        bins = self.info.get("experiment_bins")
-        if bins:
-            parts = ", ".join(f"{n} ({bins.get(n, '?')} bins)" for n in self.experiments)
-        else:
-            parts = ", ".join(self.experiments)
-        return f"{self.n_features} features = the bins of {parts} concatenated in this order"
+        return check_data_vectors(x, self.n_features, feature_text(self.n_features, self.experiments,
+                                                                   self.info.get("experiment_bins")))
 
     # ------------------------------------------------------------------ inference
     def sample_yhat(self, x, n_samples: int = 1000, seed: int = 0) -> np.ndarray:

@@ -6,18 +6,14 @@ re-exported here.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import os
-import platform
 import signal
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from .. import __version__
 from .._checks import check_seed
 from .._resumable import catch_signals
 from .._torch_env import torch_threads
@@ -32,7 +28,8 @@ from .features import FeatureMap
 from .flow import CellGrid, ConditionalFlow, transition_matrix
 from .model import FCMLC
 from .regressor import default_hidden_layers, pack_regressor, unpack_regressor
-from .samples import Samples, memory_limit_bytes
+from .run import (RunClock, dataset_record, dequantize_widths, machine_dependence, run_settings,
+                  split_train_validation, training_samples)
 from .training import fit_flow, fit_regressor, resolve_device
 
 __all__ = ["FCMLC", "train", "ModelDirectoryError", "FORMAT_NAME", "FORMAT_VERSION", "MODEL_FILES",
@@ -128,43 +125,17 @@ def _train(ds, out, experiments, config, device, seed, progress, restart) -> FCM
     dev = resolve_device(device)
     t_start = time.monotonic()
 
-    train_idx = np.asarray(ds.split_indices("train"), dtype=np.int64)
-    if train_idx.size < 10:
-        raise ValueError(f"the dataset's training split has only {train_idx.size} samples")
-    perm = np.random.default_rng([seed, 31]).permutation(train_idx.size)
-    n_val = max(1, int(round(cfg.validation_fraction * train_idx.size)))
-    val_idx = np.sort(train_idx[perm[:n_val]])
-    fit_idx = np.sort(train_idx[perm[n_val:]])
-    hashes = getattr(ds, "experiment_hashes", None)
-    bins = getattr(ds, "n_bins", None)
-    info = {
-        "fcmlc_version": __version__,
-        "experiment_bins": {n: int(bins[n]) for n in names} if isinstance(bins, dict) else None,
-        "experiment_hashes": {n: hashes.get(n) for n in names} if isinstance(hashes, dict) else None,
-        "dataset": {
-            "path": str(Path(ds.path).resolve()) if getattr(ds, "path", None) is not None else None,
-            "seed": getattr(ds, "seed", None), "experiments": list(ds.experiments),
-            "grid": ds.grid.to_dict(), "n_per_point": int(ds.n_per_point), "n_samples": int(ds.n_samples),
-            "n_train": int(fit_idx.size), "n_validation": int(val_idx.size), "feature_columns":
-                None if columns is None else [int(columns[0]), int(columns[-1]) + 1] if
-                np.all(np.diff(columns) == 1) else columns.tolist(),
-        },
-    }
+    fit_idx, val_idx = split_train_validation(ds, seed, cfg.validation_fraction)
+    info = dataset_record(ds, names, columns, fit_idx, val_idx)
     threads = int(cfg.threads) if cfg.threads is not None else torch.get_num_threads()
     ckpt, state = None, None
     if out is not None:
         check_replaceable(out)
-        ckpt = TrainingCheckpoint(out, _run_settings(cfg, seed, names, info, dev, threads))
+        ckpt = TrainingCheckpoint(out, run_settings(cfg.to_dict(), seed, names, info, dev, threads))
         state = ckpt.load(restart)
         if state is not None:
             print(f"resuming the interrupted training run of {ckpt.path} ({ckpt.status})", file=sys.stderr)
 
-    n_feat = len(columns) if columns is not None else int(ds.n_features)
-    need = train_idx.size * (n_feat * 4 + 16)
-    # in memory or streamed: the same batches either way (Samples.chunks), so the same model
-    in_memory = cfg.in_memory if cfg.in_memory != "auto" else need <= memory_limit_bytes()
-    info["dataset"]["in_memory"] = bool(in_memory)
-    chunk = int(cfg.chunk_rows)
     features = FeatureMap.from_normalisation(getattr(ds, "normalisation", None), names)
     yhat_grid = CellGrid.over(ds.grid, cfg.yhat_shape, margin=cfg.yhat_margin)
     y_grid = CellGrid.over(ds.grid, cfg.y_shape)
@@ -172,8 +143,8 @@ def _train(ds, out, experiments, config, device, seed, progress, restart) -> FCM
     run = _Run(cfg, dev, seed, progress, ckpt, state, t_start)
     try:
         with torch_threads(cfg.threads), catch_signals():
-            train_src = Samples(ds, fit_idx, columns, in_memory, chunk, progress, "loading training set", features)
-            val_src = Samples(ds, val_idx, columns, in_memory, chunk, progress, "loading validation set", features)
+            train_src, val_src = training_samples(ds, fit_idx, val_idx, columns, features, cfg.in_memory,
+                                                  cfg.chunk_rows, progress, info)
             regressor, r_hist, flow, f_hist = run.networks(train_src, val_src, ds.grid)
             t0 = time.monotonic()
             T = transition_matrix(flow, yhat_grid, y_grid, progress=progress)
@@ -182,14 +153,11 @@ def _train(ds, out, experiments, config, device, seed, progress, restart) -> FCM
         if ckpt is None:
             raise
         # what was kept and how to resume, in the one line the CLI prints (Interrupted: a KeyboardInterrupt)
-        raise Interrupted(_interrupted(ckpt), getattr(e, "signum", None) or signal.SIGINT) from None
+        raise Interrupted(ckpt.interrupted_message(), getattr(e, "signum", None) or signal.SIGINT) from None
 
     info["training"] = {
-        "seed": seed, "device": str(dev), "torch": torch.__version__, "torch_threads": threads,
-        "machine": platform.machine(), "python": platform.python_version(),
-        "regressor": r_hist, "flow": f_hist, "transition_seconds": t_T,
-        "total_seconds": run.seconds(), "resumed": run.resumed,
-        **machine_dependence(cfg.time_budget, r_hist, f_hist),
+        **run.record(seed, dev, threads), "regressor": r_hist, "flow": f_hist, "transition_seconds": t_T,
+        **machine_dependence(cfg.time_budget, {"regressor": r_hist, "flow": f_hist}),
     }
     model_type = FCMLC if cfg.ensemble is None else EnsembleFCMLC
     model = model_type(regressor, flow, T, yhat_grid, y_grid, names, cfg.to_dict(), info, features)
@@ -200,56 +168,14 @@ def _train(ds, out, experiments, config, device, seed, progress, restart) -> FCM
     return model
 
 
-def machine_dependence(time_budget, r_hist, f_hist) -> dict:
-    """``machine_dependent`` (a wall-clock budget was set) and ``machine_dependent_reason`` for
-    the training record of config.json."""
-    if time_budget is None:
-        return {"machine_dependent": False, "machine_dependent_reason": None}
-    stopped = [n for n, h in (("regressor", r_hist), ("flow", f_hist)) if h.get("stop_reason") == "time_budget"]
-    what = (f"it stopped the {' and the '.join(stopped)}" if stopped else
-            "it did not stop training this time, but could on a slower or busier machine")
-    return {"machine_dependent": True,
-            "machine_dependent_reason": f"a wall-clock time budget of {time_budget:g} s was set: {what}; the same "
-                                        f"seed and data can give other weights on another machine or under other "
-                                        f"load"}
-
-
-def _run_settings(cfg, seed, names, info, dev, threads) -> dict:
-    """What determines the trained weights, for the checkpoint's settings check (not in_memory:
-    streamed or not, the batches are the same)."""
-    config = {k: v for k, v in cfg.to_dict().items() if k not in ("in_memory", "threads")}
-    return {"config": config, "seed": seed, "experiments": names, "device": dev.type, "torch_threads": threads,
-            "torch": str(torch.__version__), "fcmlc_version": __version__,
-            "experiment_bins": info["experiment_bins"], "experiment_hashes": info["experiment_hashes"],
-            "dataset": {k: v for k, v in info["dataset"].items() if k != "path"}}
-
-
-def _interrupted(ckpt) -> str:
-    if ckpt.status is None:
-        return "interrupted before the first epoch ended: no checkpoint was written (a rerun starts from the beginning)"
-    return (f"interrupted: checkpoint kept in {ckpt.path} ({ckpt.status}); rerun the same command to resume "
-            f"(--restart, or restart=True, starts over)")
-
-
-class _Run:
+class _Run(RunClock):
     """The two networks of one training run, from scratch or from a checkpoint's state, with a
     checkpoint after every epoch and after each network."""
 
     def __init__(self, cfg, dev, seed, progress, ckpt, state, t_start):
-        self.cfg, self.dev, self.seed, self.progress, self.ckpt = cfg, dev, seed, progress, ckpt
+        super().__init__(ckpt, state, t_start)
+        self.cfg, self.dev, self.seed, self.progress = cfg, dev, seed, progress
         self.state = state or {"stage": "regressor", "loop": None}
-        self.t_start = t_start
-        self.before = float(self.state.get("seconds", 0.0))  # seconds of the interrupted sessions
-        self.resumed = list(self.state.get("resumed", []))
-        if state is not None:
-            self.resumed.append({"from": ckpt.status, "at": _now()})
-
-    def seconds(self) -> float:
-        return self.before + time.monotonic() - self.t_start
-
-    def save(self, **state):
-        if self.ckpt is not None:
-            self.ckpt.save({**state, "seconds": self.seconds(), "resumed": self.resumed})
 
     def networks(self, train_src, val_src, grid):
         cfg, dev, seed, st = self.cfg, self.dev, self.seed, self.state
@@ -275,8 +201,7 @@ class _Run:
             reg, r_hist = st["regressor"], st["regressor_history"]
             regressor = unpack_regressor(reg, dev)
         if st["stage"] in ("regressor", "flow"):
-            widths = (float(np.log10(grid.ue4_range[1] / grid.ue4_range[0]) / (grid.n_ue4 - 1)),
-                      float(np.log10(grid.dm2_range[1] / grid.dm2_range[0]) / (grid.n_dm2 - 1)))
+            widths = dequantize_widths(grid)
             flow, f_hist = fit_flow(
                 regressor, train_src, val_src, cfg.flow, dequantize_widths=widths, device=dev, seed=seed,
                 time_budget=None if budget is None else max(budget - r_hist["seconds"], 0.05 * budget),
@@ -290,7 +215,3 @@ class _Run:
             flow.flow.eval()
             f_hist = st["flow_history"]
         return regressor, r_hist, flow, f_hist
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

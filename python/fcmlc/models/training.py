@@ -37,10 +37,12 @@ from .._torch_env import resolve_device
 from .samples import Samples, memory_limit_bytes
 
 __all__ = ["RegressorConfig", "FlowConfig", "TrainConfig", "Samples", "fit_regressor", "fit_flow",
-           "memory_limit_bytes", "resolve_device"]
+           "memory_limit_bytes", "resolve_device", "Deadline", "EarlyStopping", "adam", "to_tensor"]
 
 
-class _Deadline:
+class Deadline:
+    """A wall-clock budget of a training loop (None: none); ``elapsed`` counts resumed sessions too."""
+
     def __init__(self, seconds, spent: float = 0.0):
         """``seconds`` from now, less ``spent`` (seconds used before a resume)."""
         self.t0 = time.monotonic() - float(spent)
@@ -53,7 +55,10 @@ class _Deadline:
         return time.monotonic() - self.t0
 
 
-class _EarlyStopping:
+class EarlyStopping:
+    """Early stopping on a validation loss: the best value, its epoch and weights, and the epochs
+    since (``min_delta``: the improvement that counts, ``relative`` to the best or absolute)."""
+
     def __init__(self, patience, min_delta, relative):
         self.patience, self.min_delta, self.relative = int(patience), float(min_delta), relative
         self.best = math.inf
@@ -92,7 +97,7 @@ class _EarlyStopping:
         return "patience" if self.exhausted else None
 
 
-def _adam(params, lr, weight_decay, dev) -> torch.optim.Adam:
+def adam(params, lr, weight_decay, dev) -> torch.optim.Adam:
     """Adam, fused where this torch supports it on ``dev`` (CUDA; CPU since torch 2.4)."""
     params = list(params)
     try:
@@ -101,7 +106,8 @@ def _adam(params, lr, weight_decay, dev) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
-def _to_tensor(a: np.ndarray, device, dtype=torch.float32) -> torch.Tensor:
+def to_tensor(a: np.ndarray, device, dtype=torch.float32) -> torch.Tensor:
+    """A NumPy array as a (contiguous) tensor of ``dtype`` on ``device``."""
     return torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
 
 
@@ -124,7 +130,7 @@ def fit_regressor(train: Samples, val: Samples, config: RegressorConfig, *, devi
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(as_seed((seed, 11)))
         net = MCDropoutMLP(n_features, config.hidden, config.dropout).to(dev)
-    opt = _adam(net.parameters(), config.lr, config.weight_decay, dev)
+    opt = adam(net.parameters(), config.lr, config.weight_decay, dev)
     sched = None
     if config.lr_plateau_patience is not None:
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=config.lr_plateau_factor,
@@ -134,7 +140,7 @@ def fit_regressor(train: Samples, val: Samples, config: RegressorConfig, *, devi
     ym = torch.as_tensor(y_scaler.mean, dtype=torch.float32, device=dev)
     ys = torch.as_tensor(y_scaler.scale, dtype=torch.float32, device=dev)
     gen = make_generator((seed, 12), dev)
-    stopper = _EarlyStopping(config.patience, config.min_delta, relative=True)
+    stopper = EarlyStopping(config.patience, config.min_delta, relative=True)
     hist = {"train_loss": [], "val_loss": [], "epoch_seconds": [], "lr": []}
     first = 0
     if resume is not None:
@@ -146,7 +152,7 @@ def fit_regressor(train: Samples, val: Samples, config: RegressorConfig, *, devi
         gen.set_state(resume["generator"])
         hist = {k: list(v) for k, v in resume["history"].items()}
         first = int(resume["epoch"])
-    deadline = _Deadline(time_budget, resume["seconds"] if resume is not None else 0.0)
+    deadline = Deadline(time_budget, resume["seconds"] if resume is not None else 0.0)
     stop_reason = "max_epochs"
     bs = int(config.batch_size)
 
@@ -155,8 +161,8 @@ def fit_regressor(train: Samples, val: Samples, config: RegressorConfig, *, devi
         tot, cnt = 0.0, 0
         with torch.no_grad():
             for xb, yb in val.chunks(None):
-                X = (_to_tensor(xb, dev) - xm) / xs
-                Y = (_to_tensor(yb, dev) - ym) / ys
+                X = (to_tensor(xb, dev) - xm) / xs
+                Y = (to_tensor(yb, dev) - ym) / ys
                 tot += float(torch.sum((net(X, generator=g) - Y) ** 2)) / 2.0
                 cnt += len(xb)
         return tot / max(cnt, 1)
@@ -171,8 +177,8 @@ def fit_regressor(train: Samples, val: Samples, config: RegressorConfig, *, devi
         with progress_bar(total=len(train), desc=f"epoch {epoch}", unit="sample", nested=True,
                           enabled=progress) as bar:
             for xb, yb in train.chunks((seed, 14, epoch)):
-                X = (_to_tensor(xb, dev) - xm) / xs
-                Y = (_to_tensor(yb, dev) - ym) / ys
+                X = (to_tensor(xb, dev) - xm) / xs
+                Y = (to_tensor(yb, dev) - ym) / ys
                 # the dropout masks of the whole chunk in one draw per layer (one Bernoulli call
                 # per step and layer would cost a quarter of a batch-32 step on a CPU)
                 masks = net.draw_masks(len(X), gen)
@@ -238,7 +244,7 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
     flow = ConditionalFlow.create(y_scaler, seed=as_seed((seed, 21)) % (2 ** 62), device=dev,
                                   **config.architecture())
     params = [p for p in flow.flow.parameters() if p.requires_grad]
-    opt = _adam(params, config.lr, config.weight_decay, dev)
+    opt = adam(params, config.lr, config.weight_decay, dev)
     ym = torch.as_tensor(y_scaler.mean, dtype=torch.float32, device=dev)
     ys = torch.as_tensor(y_scaler.scale, dtype=torch.float32, device=dev)
     xm = torch.as_tensor(regressor.x_scaler.mean, dtype=torch.float32, device=dev)
@@ -248,9 +254,9 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
 
     def pairs(xb, yb, gen, rng):
         with torch.no_grad():
-            yhat = net((_to_tensor(xb, dev) - xm) / xs, generator=gen)
+            yhat = net((to_tensor(xb, dev) - xm) / xs, generator=gen)
         y = yb + (rng.random(yb.shape) - 0.5) * widths if np.any(widths > 0) else yb
-        return (_to_tensor(y, dev) - ym) / ys, yhat
+        return (to_tensor(y, dev) - ym) / ys, yhat
 
     # fixed validation pairs
     gv = make_generator((seed, 22), dev)
@@ -276,7 +282,7 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
     with torch.random.fork_rng(devices=fork):
         # the flow's own dropout layers (normflows nn.Dropout) draw from the global generator
         torch.manual_seed(as_seed((seed, 24)))
-        stopper = _EarlyStopping(config.patience, config.min_delta, relative=False)
+        stopper = EarlyStopping(config.patience, config.min_delta, relative=False)
         hist = {"train_nll": [], "val_nll": [], "epoch_seconds": [], "skipped_batches": [], "lr": []}
         first = 0
         if resume is not None:
@@ -288,7 +294,7 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
                 torch.cuda.set_rng_state(resume["cuda_rng"], fork[0])
             hist = {k: list(v) for k, v in resume["history"].items()}
             first = int(resume["epoch"])
-        deadline = _Deadline(time_budget, resume["seconds"] if resume is not None else 0.0)
+        deadline = Deadline(time_budget, resume["seconds"] if resume is not None else 0.0)
         stop_reason = "max_epochs"
         bs = int(config.batch_size)
         n_train = max(len(train), 1)

@@ -37,7 +37,7 @@ from .._checks import check_positive_int, check_threads
 from .._progress import progress_bar
 
 __all__ = ["flow_layers", "grid_log_prob", "fast_transition_matrix", "reference_transition_matrix",
-           "no_density_error"]
+           "no_density_error", "fold_context", "context_grid_log_prob"]
 
 
 def _np(t) -> np.ndarray:
@@ -63,8 +63,8 @@ def _spline_settings(obj, what: str) -> dict:
             "min_bin_height": float(obj.min_bin_height), "min_derivative": float(obj.min_derivative)}
 
 
-def _blocks(blocks, hidden: int, torch, what: str) -> dict:
-    """The residual blocks' weights stacked: w0, w1 (n_blocks, hidden, hidden), gates (n_blocks, hidden, 2)."""
+def _blocks(blocks, hidden: int, n_context: int, torch, what: str) -> dict:
+    """The residual blocks' weights stacked: w0, w1 (n_blocks, hidden, hidden), gates (n_blocks, hidden, n_context)."""
     arrays = {k: [] for k in ("w0", "b0", "w1", "b1", "w_gate", "b_gate")}
     for b in blocks:
         _check(not getattr(b, "use_batch_norm", False), f"{what}: batch norm")
@@ -79,16 +79,18 @@ def _blocks(blocks, hidden: int, torch, what: str) -> dict:
         arrays["w_gate"].append(_np(b.context_layer.weight))
         arrays["b_gate"].append(_np(b.context_layer.bias))
     shapes = {"w0": (hidden, hidden), "w1": (hidden, hidden), "b0": (hidden,), "b1": (hidden,),
-              "w_gate": (hidden, 2), "b_gate": (hidden,)}
+              "w_gate": (hidden, n_context), "b_gate": (hidden,)}
     return {k: np.array(v, dtype=np.float64).reshape(len(v), *shapes[k]) for k, v in arrays.items()}
 
 
-def _autoregressive(layer, torch) -> dict:
+def _autoregressive(layer, torch, n_context: int) -> dict:
     t = layer.mprqat
     made = t.autoregressive_net
     what = "AutoregressiveRationalQuadraticSpline"
     _check(isinstance(made.preprocessing, torch.nn.Identity), f"{what}: input preprocessing")
     _check(hasattr(made, "context_layer"), f"{what}: no context")
+    _check(made.context_layer.weight.shape[1] == n_context,
+           f"{what}: context of {made.context_layer.weight.shape[1]} channels, expected {n_context}")
     _check(made.initial_layer.weight.shape[1] == 2, f"{what}: not 2-D")
     K = int(t.num_bins)
     NP = 3 * K - 1
@@ -107,22 +109,23 @@ def _autoregressive(layer, torch) -> dict:
          "w_in": w_first[:, 0].copy(), "w_ctx": _np(made.context_layer.weight),
          "b_in": _np(made.initial_layer.bias) + _np(made.context_layer.bias),
          "w_out": w_last[NP:] / div[:, None], "b_out": b_last[NP:] / div, "fixed": b_last[:NP] / div}
-    d.update(_blocks(made.blocks, w_first.shape[0], torch, what))
+    d.update(_blocks(made.blocks, w_first.shape[0], n_context, torch, what))
     return d
 
 
-def _coupling(layer, torch) -> dict:
+def _coupling(layer, torch, n_context: int) -> dict:
     c = layer.prqct
     net = c.transform_net
     what = "CoupledRationalQuadraticSpline"
     _check(len(c.identity_features) == 1 and len(c.transform_features) == 1, f"{what}: not 2-D")
     _check(getattr(net, "preprocessing", None) is None, f"{what}: input preprocessing")
-    _check(net.context_features == 2, f"{what}: context of {net.context_features} channels, expected 2")
+    _check(net.context_features == n_context, f"{what}: context of {net.context_features} channels, expected "
+                                              f"{n_context}")
     ut = c.unconditional_transform
     _check(ut is not None, f"{what}: no unconditional transform of the identity coordinate")
     K = int(c.num_bins)
     NP = 3 * K - 1
-    W = _np(net.initial_layer.weight)  # hidden x (1 + 2): (z_identity, context)
+    W = _np(net.initial_layer.weight)  # hidden x (1 + n_context): (z_identity, context)
     if hasattr(net, "hidden_features"):
         scale = math.sqrt(net.hidden_features)
     elif hasattr(net, "hidden_channels"):
@@ -138,17 +141,19 @@ def _coupling(layer, torch) -> dict:
                             _np(ut.unnormalized_derivatives).ravel()])
     _check(fixed.size == NP, f"{what}: unconditional transform with {fixed.size} parameters, expected {NP}")
     d = {"kind": "spline", "cond": int(c.identity_features[0]), "n_bins": K, **knob,
-         "w_in": W[:, 0].copy(), "w_ctx": W[:, 1:3].copy(), "b_in": _np(net.initial_layer.bias),
+         "w_in": W[:, 0].copy(), "w_ctx": W[:, 1:].copy(), "b_in": _np(net.initial_layer.bias),
          "w_out": _np(net.final_layer.weight) / div[:, None], "b_out": _np(net.final_layer.bias) / div,
          "fixed": fixed}
-    d.update(_blocks(net.blocks, W.shape[0], torch, what))
+    d.update(_blocks(net.blocks, W.shape[0], n_context, torch, what))
     return d
 
 
-def flow_layers(nf_flow):
+def flow_layers(nf_flow, n_context: int = 2):
     """The parameters of a normflows ConditionalNormalizingFlow for the compiled kernel:
     (layers in the order ``log_prob`` applies them, base loc, base log_scale), float64.
-    Raises ValueError for layer types or settings the kernel does not implement."""
+    Raises ValueError for layer types or settings the kernel does not implement. The kernel
+    takes a 2-D context; a flow with a context of ``n_context`` values is evaluated through
+    :func:`context_grid_log_prob`, which folds each context into the layers' biases."""
     import copy
 
     import normflows as nf  # heavy dependency, loaded only when a flow is evaluated
@@ -166,9 +171,9 @@ def flow_layers(nf_flow):
             layers.append({"kind": "linear", "perm": layer.permutation._permutation.cpu().numpy().astype(np.int64),
                            "upper": _np(upper), "lower": _np(lower), "bias": _np(lin.bias), "logdet": logdet})
         elif type(layer) is nf.flows.AutoregressiveRationalQuadraticSpline:
-            layers.append(_autoregressive(layer, torch))
+            layers.append(_autoregressive(layer, torch, n_context))
         elif type(layer) is nf.flows.CoupledRationalQuadraticSpline:
-            layers.append(_coupling(layer, torch))
+            layers.append(_coupling(layer, torch, n_context))
         else:
             raise ValueError(f"transition kernel: unsupported flow layer {i}: {type(layer).__name__}")
     q0 = nf_flow.q0
@@ -196,6 +201,43 @@ def grid_log_prob(flow, yhat_log, y_log, threads=None) -> np.ndarray:
     lq = _core.flow_grid_log_prob(flow.y_scaler.transform(y_log), flow.y_scaler.transform(yhat_log), layers,
                                   loc, log_scale, _threads(threads))
     return lq + flow.y_scaler.log_jacobian()
+
+
+def fold_context(layers, context) -> list:
+    """The layers of :func:`flow_layers` with one context vector folded in: the context enters a
+    spline layer's network only linearly (the first hidden layer, w_ctx @ c, and each block's gate,
+    w_gate @ c), so for a fixed c those terms are added to the biases and the context weights set
+    to zero, (hidden, 2) and (n_blocks, hidden, 2) as the kernel takes them: the kernel then
+    gives, for the context (0, 0), the flow's density for the context c."""
+    c = np.asarray(context, dtype=np.float64).reshape(-1)
+    out = []
+    for L in layers:
+        if L["kind"] != "spline":
+            out.append(L)
+            continue
+        F = dict(L)
+        F["b_in"] = L["b_in"] + L["w_ctx"] @ c
+        F["w_ctx"] = np.zeros((len(L["b_in"]), 2))
+        F["b_gate"] = L["b_gate"] + L["w_gate"] @ c
+        F["w_gate"] = np.zeros(L["w_gate"].shape[:2] + (2,))
+        out.append(F)
+    return out
+
+
+def context_grid_log_prob(layers, loc, log_scale, contexts, y_std, threads=None) -> np.ndarray:
+    """log q(y_c | context_i) (n_contexts, n_c) float64, in standardised variables, of a flow
+    (``layers, loc, log_scale``: :func:`flow_layers` with the flow's context size) for every
+    context (rows of ``contexts``, any width) and point y_c (``y_std``, (n_c, 2)): each context
+    folded into the layers (:func:`fold_context`), then the compiled kernel on all points, one
+    call per context (as exact as :func:`grid_log_prob`)."""
+    y_std = np.ascontiguousarray(y_std, dtype=np.float64).reshape(-1, 2)
+    contexts = np.asarray(contexts, dtype=np.float64)
+    nt = _threads(threads)
+    zero = np.zeros((1, 2))
+    out = np.empty((len(contexts), len(y_std)))
+    for i, c in enumerate(contexts):
+        out[i] = _core.flow_grid_log_prob(y_std, zero, fold_context(layers, c), loc, log_scale, nt)[0]
+    return out
 
 
 def fast_transition_matrix(flow, yhat_grid, y_grid, progress: bool = True, threads=None,
