@@ -324,7 +324,7 @@ def test_cli_train_and_fit(tiny_dataset, tmp_path, capsys):
     args = parser.parse_args(["train", str(tiny_dataset), "-o", str(out), "--epochs", "1", "--time-budget", "0",
                               "--device", "cpu", "--config", cfg, "--no-progress", "--seed", "2"])
     assert args.func(args) == 0
-    assert "fcmlc model for TOY (3 features)" in capsys.readouterr().out
+    assert "FCMLC model for TOY (3 features)" in capsys.readouterr().out
     assert json.loads((out / "config.json").read_text())["training_config"]["time_budget"] is None
 
     vec = tmp_path / "x.txt"
