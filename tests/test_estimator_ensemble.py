@@ -216,7 +216,7 @@ def test_cli_train_ensemble_and_fit(dataset, tmp_path, capsys):
                  "--seed", "4", "--device", "cpu", "--no-progress"]) == 0
     assert json.loads((out / "config.json").read_text())["regressor"]["members"] == K
     text = capsys.readouterr().out
-    assert f"{out}: ensemble model for TOY (3 features)" in text
+    assert f"{out}: FCMLC ensemble model for TOY (3 features)" in text
     assert "regressor: 18 epochs (max_epochs), best validation mse" in text and "flow:" in text
     vec = tmp_path / "x.txt"
     np.savetxt(vec, np.array([-1.5, 0.0]) @ A.T)
