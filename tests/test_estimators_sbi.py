@@ -294,7 +294,7 @@ def test_cli_train_then_fit(tiny, tmp_path, capsys):
     assert main(["train", str(tiny), "-o", str(out), "--estimator", "npe", "--config", cfg, "--max-epochs", "2",
                  "--patience", "5", "--seed", "1", "--device", "cpu", "--no-progress"]) == 0
     text = capsys.readouterr().out
-    assert "npe model for TOY (3 features)" in text and "flow:" in text and "2 epochs (max_epochs)" in text
+    assert "NPE model for TOY (3 features)" in text and "flow:" in text and "2 epochs (max_epochs)" in text
     saved = json.loads((out / "config.json").read_text())
     assert saved["estimator"] == "npe" and saved["training_config"]["max_epochs"] == 2
     assert saved["training_config"]["patience"] == 5
