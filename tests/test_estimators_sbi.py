@@ -187,6 +187,20 @@ def test_corrupted_or_foreign_files_are_refused(trained, tmp_path):
         NPEModel.load(path)
 
 
+def test_a_model_directory_of_any_estimator_is_replaceable_other_files_are_not(tmp_path):
+    from fcmlc.exceptions import OutputExistsError
+    from fcmlc.models.directory import check_replaceable
+
+    d = tmp_path / "m"
+    d.mkdir()
+    (d / "member_3.pt").write_bytes(b"w")  # a file another estimator's config.json records
+    (d / "config.json").write_text(json.dumps({"format": "fcmlc-model", "files": {"member_3.pt": {"sha256": "0"}}}))
+    check_replaceable(d, ("network.pt", "scalers.npz"))
+    (d / "notes.txt").write_text("mine")
+    with pytest.raises(OutputExistsError, match=r"holds files that are not a model's \(notes\.txt\)"):
+        check_replaceable(d, ("network.pt", "scalers.npz"))
+
+
 def test_bad_data_vectors_are_refused(trained):
     model, _ = trained["npe"]
     with pytest.raises(ValueError, match=r"x must have shape \(3,\) or \(n, 3\)"):
@@ -230,6 +244,14 @@ def test_same_seed_same_bits_other_seed_other_weights(tiny, references, name):
     other = estimators.train(tiny, estimator=name, config=tiny_config(name), device="cpu", seed=5, progress=False)
     assert any(not torch.equal(a, b) for a, b in zip(other.network.state_dict().values(),
                                                      references[name].network.state_dict().values()))
+
+
+def test_time_budget_is_recorded_as_machine_dependent(tiny):
+    model = estimators.train(tiny, estimator="nre", config={**tiny_config("nre"), "time_budget": 1e-4}, device="cpu",
+                             progress=False)
+    tr = model.info["training"]
+    assert tr["networks"]["classifier"]["stop_reason"] == "time_budget" and tr["machine_dependent"] is True
+    assert "it stopped the classifier" in tr["machine_dependent_reason"]
 
 
 class Interrupt:

@@ -18,7 +18,7 @@ pairs) and scoring coverage and the distance from the exact posterior
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from ..models.config import overlay
 
@@ -36,7 +36,7 @@ class GridEstimatorConfig:
     embedding_size: int = 16  # its outputs: the flow's context (npe) or the classifier's x input (nre)
     activation: str = "silu"
     lr: float = 1e-3
-    batch_size: int = 256
+    batch_size: int = 512
     weight_decay: float = 0.0
     max_epochs: int = 300
     patience: int = 20  # epochs without a validation improvement of min_delta before stopping
@@ -59,8 +59,9 @@ class GridEstimatorConfig:
 
     @classmethod
     def fast(cls):
-        """Fewer epochs and an earlier stop: about a quarter of the default's training time."""
-        return cls(max_epochs=60, patience=8, lr_plateau_patience=3, lr=2e-3, batch_size=512,
+        """The same networks; batch 1024 with lr 2e-3, patience 8, a learning rate halved after 3
+        epochs without improvement, at most 60 epochs (npe: 40)."""
+        return cls(max_epochs=60, patience=8, lr_plateau_patience=3, lr=2e-3, batch_size=1024,
                    hyperparameters="fast")
 
     @classmethod
@@ -161,6 +162,12 @@ class NPEConfig(GridEstimatorConfig):
     transform: str = "autoregressive"
     flow_dropout: float = 0.0
 
+    @classmethod
+    def fast(cls):
+        cfg = super().fast()
+        cfg.max_epochs = 40  # a flow epoch costs ~8x a classifier epoch: within ~15 min at paper-fast scale
+        return cfg
+
     def flow(self) -> dict:
         return dict(n_layers=self.n_layers, hidden=self.hidden, n_blocks=self.n_blocks, n_bins=self.n_bins,
                     dropout=self.flow_dropout, tail_bound=self.tail_bound, transform=self.transform)
@@ -181,6 +188,7 @@ class NREConfig(GridEstimatorConfig):
     """``nre``: the embedding of x and y, concatenated, through a classifier MLP to one logit."""
 
     classifier_hidden: tuple = (128, 128, 128)
+    n_negatives: int = 1  # sets of marginal pairs (y shuffled within the batch) per set of joint pairs
 
     @classmethod
     def tuple_fields(cls) -> tuple:
@@ -193,8 +201,6 @@ class NREConfig(GridEstimatorConfig):
         super().validate()
         if not self.classifier_hidden or any(h < 1 for h in self.classifier_hidden):
             raise ValueError(f"classifier_hidden must be positive layer sizes, got {self.classifier_hidden}")
+        if int(self.n_negatives) < 1:
+            raise ValueError(f"n_negatives must be >= 1, got {self.n_negatives}")
 
-
-def known_keys(cls) -> set:
-    """The setting names of a config class (for messages)."""
-    return {f.name for f in fields(cls)}

@@ -73,7 +73,7 @@ def _train(model_class, ds, out, experiments, config, device, seed, progress, re
             n, sx, sxx, sy, syy = train_src.moments()
             x_scaler, y_scaler = Standardizer.from_moments(n, sx, sxx), Standardizer.from_moments(n, sy, syy)
             net = model_class.build_network(x_scaler.dim, cfg, seed)
-            hist = fit_network(net, model_class.batch_loss, train_src, val_src, cfg, x_scaler, y_scaler,
+            hist = fit_network(net, model_class.loss_function(cfg), train_src, val_src, cfg, x_scaler, y_scaler,
                                dequantize_widths(ds.grid), device=dev, seed=seed, name=model_class.network_name,
                                loss_description=model_class.loss_description, progress=progress,
                                resume=None if state is None else state["loop"],

@@ -45,6 +45,10 @@ class NPEModel(GridModel):
     def build_network(n_features: int, cfg: NPEConfig, seed: int) -> NPENetwork:
         return NPENetwork(n_features, cfg.embedding(), cfg.flow(), seed=seed)
 
+    @classmethod
+    def loss_function(cls, cfg: NPEConfig):
+        return cls.batch_loss
+
     @staticmethod
     def batch_loss(net: NPENetwork, X, Y, generator):
         return -torch.mean(net.log_prob(Y, X))

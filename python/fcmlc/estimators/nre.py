@@ -17,6 +17,8 @@ with the constant prior dropping out. Settings: :class:`NREConfig`.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -43,14 +45,24 @@ class NREModel(GridModel):
     def build_network(n_features: int, cfg: NREConfig, seed: int) -> RatioNetwork:
         return RatioNetwork(n_features, cfg.embedding(), cfg.classifier(), seed=seed)
 
+    @classmethod
+    def loss_function(cls, cfg: NREConfig):
+        return functools.partial(cls.batch_loss, n_negatives=int(cfg.n_negatives))
+
     @staticmethod
-    def batch_loss(net: RatioNetwork, X, Y, generator):
+    def batch_loss(net: RatioNetwork, X, Y, generator, n_negatives: int = 1):
+        """BCE of the joint pairs (label 1) plus that of ``n_negatives`` sets of marginal pairs (y
+        permuted within the batch, label 0), averaged over the sets: the classes weigh equally,
+        so the optimal logit stays log r(x, y)."""
         ctx = net.embedding(X)
-        perm = torch.randperm(len(Y), generator=generator, device=Y.device)
         joint = net.logits_context(ctx, Y)
-        marginal = net.logits_context(ctx, Y[perm])
         bce = torch.nn.functional.binary_cross_entropy_with_logits
-        return bce(joint, torch.ones_like(joint)) + bce(marginal, torch.zeros_like(marginal))
+        loss = bce(joint, torch.ones_like(joint))
+        for _ in range(n_negatives):
+            perm = torch.randperm(len(Y), generator=generator, device=Y.device)
+            marginal = net.logits_context(ctx, Y[perm])
+            loss = loss + bce(marginal, torch.zeros_like(marginal)) / n_negatives
+        return loss
 
     def log_density(self, context, y_std):
         return self.network.logits_context(context, y_std)
