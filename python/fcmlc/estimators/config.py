@@ -11,7 +11,7 @@ jointly with the network that follows it: a conditional spline flow (NPE) or a c
 
 Presets (``{"hyperparameters": "default"}`` or ``"fast"``; any setting can be overlaid on them
 from a dict, :meth:`GridEstimatorConfig.from_dict`). The values were chosen by training on
-small BEST and STEREO datasets (``fcmlc simulate --grid 25 --per-point 100``: 50,625 training
+small BEST and STEREO datasets (``fcmlc simulate --grid 25 --per-point 100``: 45,040 training
 pairs) and scoring coverage and the distance from the exact posterior
 (:func:`fcmlc.validation.coverage`); docs/estimators.md gives the settings and the numbers.
 """

@@ -70,7 +70,7 @@ class NPEModel(GridModel):
         """log q(y_c | x) per unit standardised-y area at the y-cell centres, (n, n_cells): the
         embedding by torch, the flow by the compiled kernel of the transition matrix, exact in
         float64 (:func:`fcmlc.models.transition.context_grid_log_prob`; a few ms per data vector
-        instead of ~0.3 s through normflows for 100 x 100 cells). Flows the kernel does not
+        instead of ~0.5 s through normflows for 100 x 100 cells). Flows the kernel does not
         implement are evaluated by normflows (:meth:`GridModel.log_density_grid`)."""
         layers = self.kernel_layers()
         if layers is None:
