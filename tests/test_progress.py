@@ -63,3 +63,14 @@ def test_training_loop_bars_in_a_log():
     assert "\r" not in err and "\x1b" not in err, repr(err)
     assert any(ln.startswith("regressor: 100%") for ln in err.splitlines()), err
     assert "epoch 0" not in err
+
+
+def test_every_progress_bar_goes_through_the_one_rule():
+    """No module but fcmlc._progress makes a tqdm bar itself (a direct tqdm bar would redraw with
+    carriage returns into a log)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "python" / "fcmlc"
+    direct = [str(p.relative_to(root)) for p in root.rglob("*.py")
+              if p.name != "_progress.py" and "tqdm" in p.read_text()]
+    assert direct == []

@@ -20,8 +20,8 @@ import time
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from .._progress import progress_bar
 from ..models.regressor import as_seed, make_generator
 from ..models.training import Deadline, EarlyStopping, adam, to_tensor
 
@@ -94,8 +94,8 @@ def fit_network(net: torch.nn.Module, batch_loss, train, val, cfg, x_scaler, y_s
         deadline = Deadline(cfg.time_budget, resume["seconds"] if resume is not None else 0.0)
         stop_reason = "max_epochs"
         bs = int(cfg.batch_size)
-        epochs = tqdm(range(first, cfg.max_epochs), desc=name, unit="epoch", disable=not progress, initial=first,
-                      total=cfg.max_epochs)
+        epochs = progress_bar(range(first, cfg.max_epochs), desc=name, unit="epoch", enabled=progress,
+                              initial=first, total=cfg.max_epochs)
         for epoch in epochs:
             t_ep = time.monotonic()
             net.train()
