@@ -20,7 +20,6 @@ All models offer the same inference interface: ``posterior(x, n_samples=, seed=,
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 
 __all__ = ["ESTIMATORS", "DESCRIPTIONS", "LABELS", "estimator_of", "load", "train"]
@@ -58,26 +57,15 @@ def _module(name):
 
 def estimator_of(directory) -> str:
     """The estimator a model directory holds (config.json's ``"estimator"``, ``fcmlc`` when absent).
-    Raises :class:`fcmlc.models.ModelDirectoryError` for a missing or unreadable config.json."""
-    from ..models.directory import ModelDirectoryError
+    Raises :class:`fcmlc.models.ModelDirectoryError` for a missing, unreadable or foreign config.json."""
+    from ..models.directory import ModelDirectoryError, read_config
 
-    d = Path(directory)
-    cpath = d / "config.json"
-    if not d.is_dir():
-        raise ModelDirectoryError(f"{d} is not a directory (expected a model directory)")
-    if not cpath.is_file():
-        raise ModelDirectoryError(f"{d}: config.json is missing; this is not a model directory")
-    try:
-        cfg = json.loads(cpath.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ModelDirectoryError(f"{cpath}: not valid JSON ({e})") from None
-    if not isinstance(cfg, dict):
-        raise ModelDirectoryError(f"{cpath}: not a model config (a JSON object is expected)")
+    cfg = read_config(directory, (), verify=False)  # format and version; the files are checked by the loader
     name = cfg.get("estimator", "fcmlc")
     try:
         return check_estimator(name)
     except ValueError:
-        raise ModelDirectoryError(f"{cpath}: unknown estimator {name!r} (this fcmlc knows "
+        raise ModelDirectoryError(f"{Path(directory) / 'config.json'}: unknown estimator {name!r} (this fcmlc knows "
                                   f"{', '.join(ESTIMATORS)})") from None
 
 
