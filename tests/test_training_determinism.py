@@ -278,3 +278,18 @@ def test_cosine_flow_schedule_decays_and_resumes_to_the_same_model(dataset, tmp_
     assert_same_model(train(dataset, out=out, config=cfg, device="cpu", seed=4, progress=False), ref)
     with pytest.raises(ValueError, match="lr_schedule"):
         train(dataset, config={**CFG, "flow": {"lr_schedule": "linear"}}, device="cpu", seed=4, progress=False)
+
+
+def test_same_seed_gives_byte_identical_model_files(dataset, reference, tmp_path):
+    """Not only the same tensors: the same bytes (torch names the archive inside a file after the
+    file's name; the model files are written through a file object so a temporary name with the
+    process id does not end up in them), so the checksums in config.json agree across runs."""
+    a = train(dataset, out=tmp_path / "a", config=CFG, device="cpu", seed=4, progress=False)
+    reference.save(tmp_path / "b")
+    assert_same_model(a, reference)
+    for name in ("regressor.pt", "flow.pt", "scalers.npz", "transition.npz"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    import zipfile
+
+    for name in ("regressor.pt", "flow.pt"):  # no per-process name inside (another process gives the same bytes)
+        assert {n.split("/")[0] for n in zipfile.ZipFile(tmp_path / "a" / name).namelist()} == {"archive"}

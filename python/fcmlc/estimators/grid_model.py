@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from .. import __version__
-from .._io import atomic_path, save_npz
+from .._io import save_npz
 from .._torch_env import torch_threads
-from ..models.directory import ModelDirectoryError, load_state, read_config, write_config
+from ..models.directory import ModelDirectoryError, load_state, read_config, save_tensors, write_config
 from ..models.features import FeatureMap, check_data_vectors, feature_text
 from ..models.flow import CellGrid
 from ..models.regressor import Standardizer
@@ -170,8 +170,7 @@ class GridModel:
         all or nothing, config.json with the checksums last)."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        with atomic_path(d / "network.pt") as tmp:
-            torch.save({k: v.detach().cpu() for k, v in self.network.state_dict().items()}, tmp)
+        save_tensors({k: v.detach().cpu() for k, v in self.network.state_dict().items()}, d / "network.pt")
         save_npz(d / "scalers.npz", **self.x_scaler.to_arrays("x"), **self.y_scaler.to_arrays("y"))
         write_config(self, d, self.FILES, network=self.network.architecture(), grids={"y": self.y_grid.to_dict()},
                      posterior=self.posterior_definition())

@@ -43,7 +43,8 @@ from .features import FeatureMap
 from .flow import CellGrid, ConditionalFlow, build_flow
 from .regressor import Regressor, Standardizer, build_regressor_net
 
-__all__ = ["ModelDirectoryError", "FORMAT_NAME", "FORMAT_VERSION", "MODEL_FILES", "write_model_directory",
+__all__ = ["ModelDirectoryError", "save_tensors", "FORMAT_NAME", "FORMAT_VERSION", "MODEL_FILES",
+           "write_model_directory",
            "read_model_directory", "check_replaceable", "publish_model_directory", "write_config", "read_config",
            "load_state", "sha256_file"]
 
@@ -65,16 +66,24 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def save_tensors(state: dict, path) -> None:
+    """``torch.save`` of a state_dict, all or nothing, through a file object: torch names the
+    archive inside the file after a path's basename (here a temporary name with the process id),
+    but ``archive`` for a file object, so the same weights give the same bytes (and sha256) in
+    every run."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save(state, f)
+
+
 def write_model_directory(model, directory) -> Path:
     """Write the directory of ``model`` (an :class:`~fcmlc.models.FCMLC`): created if needed,
     existing model files are replaced, each file all or nothing."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     T = np.ascontiguousarray(model.transition, dtype=np.float32)
-    with atomic_path(d / "regressor.pt") as tmp:
-        torch.save(model.regressor.state_dict(), tmp)
-    with atomic_path(d / "flow.pt") as tmp:
-        torch.save(model.flow.state_dict(), tmp)
+    save_tensors(model.regressor.state_dict(), d / "regressor.pt")
+    save_tensors(model.flow.state_dict(), d / "flow.pt")
     save_npz(d / "scalers.npz", **model.regressor.x_scaler.to_arrays("x"), **model.regressor.y_scaler.to_arrays("y"))
     save_npz(d / "transition.npz", T=T, yhat_log_ue4_edges=model.yhat_grid.log_ue4_edges,
              yhat_log_dm2_edges=model.yhat_grid.log_dm2_edges, y_log_ue4_edges=model.y_grid.log_ue4_edges,
