@@ -8,7 +8,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-PYTHON_DIR = str(Path(__file__).resolve().parents[1] / "python")
+import fcmlc
+
+#: where the fcmlc under test lives (the installed package in CI, python/ in a development build):
+#: the child interpreters must import the same one, compiled core included
+PYTHON_DIR = str(Path(fcmlc.__file__).resolve().parents[1])
 
 
 def _stderr_of(code: str) -> str:
