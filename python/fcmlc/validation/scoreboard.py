@@ -202,13 +202,15 @@ class Scoreboard:
             ax.set_title(task, fontsize=9)
             ax.legend(fontsize=7, loc="best")
         ax = axes[-1]
+        labelled = set()
         for i, task in enumerate(tasks):
             rows = [r for r in self.rows if r["task"] == task]
             for j, r in enumerate(rows):
                 tv = (r.get("total_variation") or {}).get("mean")
                 if tv is not None:
                     ax.bar(i + (j - len(rows) / 2 + 0.5) * width, tv, width, color=colours[r["estimator"]],
-                           label=r["estimator"] if i == 0 else None)
+                           label=None if r["estimator"] in labelled else r["estimator"])
+                    labelled.add(r["estimator"])
         ax.axhline(0.1, color="k", ls="--", lw=0.8, label="target 0.1")
         ax.set_xticks(np.arange(len(tasks)), [t if len(t) < 14 else "global" for t in tasks])
         ax.set_ylabel("mean total-variation distance from exact")
