@@ -26,7 +26,7 @@ import torch
 from .. import __version__
 from .._io import save_npz
 from .._torch_env import torch_threads
-from ..models.directory import ModelDirectoryError, load_state, read_config, save_tensors, write_config
+from ..models.directory import ModelDirectoryError, load_state, read_config, read_scalers, save_tensors, write_config
 from ..models.features import FeatureMap, check_data_vectors, feature_text
 from ..models.flow import CellGrid
 from ..models.regressor import Standardizer
@@ -200,14 +200,7 @@ class GridModel:
             features = FeatureMap.from_dict(cfg["features"])
         except (KeyError, TypeError, ValueError) as e:
             raise ModelDirectoryError(f"{cpath}: incomplete or invalid model description ({e!r})") from None
-        try:
-            with np.load(d / "scalers.npz", allow_pickle=False) as z:
-                x_scaler, y_scaler = Standardizer.from_arrays(z, "x"), Standardizer.from_arrays(z, "y")
-        except (KeyError, ValueError, OSError) as e:
-            raise ModelDirectoryError(f"{d / 'scalers.npz'}: unreadable or incomplete ({e})") from None
-        if x_scaler.dim != n_features or y_scaler.dim != 2:
-            raise ModelDirectoryError(f"{d / 'scalers.npz'}: scalers of {x_scaler.dim} features and {y_scaler.dim} "
-                                      f"targets, but config.json says n_features = {n_features} and 2 targets")
+        x_scaler, y_scaler = read_scalers(d, n_features)
         if features.n_features != n_features:
             raise ModelDirectoryError(f"{cpath}: the feature map covers {features.n_features} bins but "
                                       f"n_features = {n_features}")

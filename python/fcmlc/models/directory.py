@@ -46,7 +46,7 @@ from .regressor import Regressor, Standardizer, build_regressor_net
 __all__ = ["ModelDirectoryError", "save_tensors", "FORMAT_NAME", "FORMAT_VERSION", "MODEL_FILES",
            "write_model_directory",
            "read_model_directory", "check_replaceable", "publish_model_directory", "write_config", "read_config",
-           "load_state", "sha256_file"]
+           "load_state", "sha256_file", "read_scalers"]
 
 FORMAT_NAME = "fcmlc-model"
 FORMAT_VERSION = 2
@@ -213,6 +213,24 @@ def read_config(directory, files, verify: bool = True) -> dict:
     return cfg
 
 
+def read_scalers(directory, n_features: int):
+    """(x_scaler, y_scaler) of a model directory's scalers.npz, checked against ``n_features``
+    inputs and the 2 targets; :class:`ModelDirectoryError` naming the file otherwise."""
+    path = Path(directory) / "scalers.npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            x_scaler = Standardizer.from_arrays(z, "x")
+            y_scaler = Standardizer.from_arrays(z, "y")
+    except (KeyError, ValueError, OSError) as e:
+        raise ModelDirectoryError(f"{path}: unreadable or incomplete ({e})") from None
+    if x_scaler.dim != n_features:
+        raise ModelDirectoryError(f"{path}: input scaler has {x_scaler.dim} features but "
+                                  f"config.json says n_features = {n_features}")
+    if y_scaler.dim != 2:
+        raise ModelDirectoryError(f"{path}: target scaler has {y_scaler.dim} outputs, expected 2")
+    return x_scaler, y_scaler
+
+
 def read_model_directory(directory, device=None, verify: bool = True) -> dict:
     """Read a model directory written by :func:`write_model_directory` (no code is unpickled):
     the arguments of the :class:`~fcmlc.models.FCMLC` constructor, by name.
@@ -236,21 +254,10 @@ def read_model_directory(directory, device=None, verify: bool = True) -> dict:
     except (KeyError, TypeError, ValueError) as e:
         raise ModelDirectoryError(f"{cpath}: incomplete or invalid model description ({e!r})") from None
 
-    # scalers
-    try:
-        with np.load(d / "scalers.npz", allow_pickle=False) as z:
-            x_scaler = Standardizer.from_arrays(z, "x")
-            y_scaler = Standardizer.from_arrays(z, "y")
-    except (KeyError, ValueError, OSError) as e:
-        raise ModelDirectoryError(f"{d / 'scalers.npz'}: unreadable or incomplete ({e})") from None
-    if x_scaler.dim != n_features:
-        raise ModelDirectoryError(f"{d / 'scalers.npz'}: input scaler has {x_scaler.dim} features but "
-                                  f"config.json says n_features = {n_features}")
+    x_scaler, y_scaler = read_scalers(d, n_features)
     if features.n_features != n_features:
         raise ModelDirectoryError(f"{cpath}: the feature map covers {features.n_features} bins but "
                                   f"n_features = {n_features}")
-    if y_scaler.dim != 2:
-        raise ModelDirectoryError(f"{d / 'scalers.npz'}: target scaler has {y_scaler.dim} outputs, expected 2")
 
     # regressor
     try:
