@@ -73,3 +73,31 @@ def write_linear_gaussian(path, A, sigma, grid, n_per_point, seed, name="TOY") -
     rng = np.random.default_rng(seed)
     x = (y @ A.T)[:, None, :] + sigma * rng.standard_normal((grid.n_points, n_per_point, A.shape[0]))
     return write_dataset(path, grid, {name: x}, seed, hashes=(f"linear-gaussian-{seed}",))
+
+
+def write_untrained_best_model(out) -> tuple:
+    """A real FCMLC model directory for BEST with an untrained (seeded) network and a Gaussian
+    transition matrix, over a 9 x 9 grid: the pipeline, I/O and commands run end to end in seconds.
+    Returns (directory, grid)."""
+    import torch
+
+    from fcmlc.models import FCMLC, CellGrid, ConditionalFlow, MCDropoutMLP, Regressor, Standardizer
+    from fcmlc.physics import Grid
+
+    e = ex.load("BEST")
+    grid = Grid(shape=(9, 9))
+    torch.manual_seed(0)
+    net = MCDropoutMLP(2, (8,), 0.1)
+    xs = Standardizer(e.null_expectation, np.sqrt(np.diag(e.covariance)))
+    centre = [np.mean(np.log10(grid.ue4_range)), np.mean(np.log10(grid.dm2_range))]
+    ys = Standardizer(centre, [0.4, 0.4])
+    reg = Regressor(net, xs, ys, "cpu")
+    flow = ConditionalFlow.create(ys, seed=0, n_layers=1, hidden=8, n_blocks=1)
+    yhat, yg = CellGrid.over(grid, (8, 8)), CellGrid.over(grid, (8, 8))
+    d2 = ((yhat.log_points()[:, None, :] - yg.log_points()[None, :, :]) ** 2).sum(-1)
+    T = np.exp(-0.5 * d2 / 0.5 ** 2)
+    T /= T.sum(axis=1, keepdims=True) * yg.cell_area
+    info = {"experiment_bins": {"BEST": 2}, "experiment_hashes": {"BEST": e.definition_hash},
+            "dataset": {"grid": grid.to_dict()}}
+    FCMLC(reg, flow, T, yhat, yg, ["BEST"], {}, info).save(out)
+    return Path(out), grid

@@ -6,6 +6,8 @@ import json
 import numpy as np
 import pytest
 
+from conftest import write_untrained_best_model
+
 from fcmlc import experiments as ex
 from fcmlc.exact import ExactModel, grid_of_centres
 from fcmlc.models.flow import CellGrid
@@ -83,26 +85,10 @@ def test_scoreboard_numbers_are_in_range_and_rank_the_closer_estimator_first(tmp
 
 
 def test_benchmark_estimators_cli_end_to_end(tmp_path, capsys):
-    """A real model directory (the untrained-network BEST model of test_validation) through the command."""
-    import torch
-
+    """A real model directory (conftest.write_untrained_best_model) through the command."""
     from fcmlc.cli import main
-    from fcmlc.models import FCMLC, ConditionalFlow, MCDropoutMLP, Regressor, Standardizer
 
-    e = ex.load("BEST")
-    grid = Grid(shape=(9, 9))
-    torch.manual_seed(0)
-    xs = Standardizer(e.null_expectation, np.sqrt(np.diag(e.covariance)))
-    ys = Standardizer([np.mean(np.log10(grid.ue4_range)), np.mean(np.log10(grid.dm2_range))], [0.4, 0.4])
-    reg = Regressor(MCDropoutMLP(2, (8,), 0.1), xs, ys, "cpu")
-    flow = ConditionalFlow.create(ys, seed=0, n_layers=1, hidden=8, n_blocks=1)
-    yhat, yg = CellGrid.over(grid, (8, 8)), CellGrid.over(grid, (8, 8))
-    d2 = ((yhat.log_points()[:, None, :] - yg.log_points()[None, :, :]) ** 2).sum(-1)
-    T = np.exp(-0.5 * d2 / 0.5 ** 2)
-    T /= T.sum(axis=1, keepdims=True) * yg.cell_area
-    info = {"experiment_bins": {"BEST": 2}, "experiment_hashes": {"BEST": e.definition_hash},
-            "dataset": {"grid": grid.to_dict()}}
-    FCMLC(reg, flow, T, yhat, yg, ["BEST"], {}, info).save(tmp_path / "m")
+    write_untrained_best_model(tmp_path / "m")
     out = tmp_path / "board"
     assert main(["benchmark-estimators", str(tmp_path / "m"), "-o", str(out), "--trials", "60",
                  "--fit-vectors", "2", "--samples", "50", "--no-progress"]) == 0

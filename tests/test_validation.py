@@ -25,6 +25,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from conftest import write_untrained_best_model
 from fcmlc import experiments as ex
 from fcmlc import regions
 from fcmlc.frequentist import Chi2Model, chi2_scan, feldman_cousins, wilks_threshold
@@ -358,30 +359,8 @@ def test_compare_identical_regions_and_outputs(best_fc, tmp_path):
 
 @pytest.fixture(scope="module")
 def best_model_dir(tmp_path_factory):
-    """A real FCMLC model directory for BEST with an untrained (seeded) network and a Gaussian
-    transition matrix: the pipeline, I/O and commands run end to end in seconds."""
-    import torch
-
-    from fcmlc.models import FCMLC, ConditionalFlow, MCDropoutMLP, Regressor, Standardizer
-
-    e = ex.load("BEST")
-    grid = Grid(shape=(9, 9))
-    torch.manual_seed(0)
-    net = MCDropoutMLP(2, (8,), 0.1)
-    xs = Standardizer(e.null_expectation, np.sqrt(np.diag(e.covariance)))
-    centre = [np.mean(np.log10(grid.ue4_range)), np.mean(np.log10(grid.dm2_range))]
-    ys = Standardizer(centre, [0.4, 0.4])
-    reg = Regressor(net, xs, ys, "cpu")
-    flow = ConditionalFlow.create(ys, seed=0, n_layers=1, hidden=8, n_blocks=1)
-    yhat, yg = CellGrid.over(grid, (8, 8)), CellGrid.over(grid, (8, 8))
-    d2 = ((yhat.log_points()[:, None, :] - yg.log_points()[None, :, :]) ** 2).sum(-1)
-    T = np.exp(-0.5 * d2 / 0.5 ** 2)
-    T /= T.sum(axis=1, keepdims=True) * yg.cell_area
-    info = {"experiment_bins": {"BEST": 2}, "experiment_hashes": {"BEST": e.definition_hash},
-            "dataset": {"grid": grid.to_dict()}}
-    out = tmp_path_factory.mktemp("model") / "best"
-    FCMLC(reg, flow, T, yhat, yg, ["BEST"], {}, info).save(out)
-    return out, grid
+    """conftest.write_untrained_best_model: (directory, grid)."""
+    return write_untrained_best_model(tmp_path_factory.mktemp("model") / "best")
 
 
 def test_mse_maps_against_direct_computation(best_model_dir, tmp_path):
