@@ -784,3 +784,50 @@ def test_fc_pruning_is_bit_identical(names, grid):
     assert scanned == len(pids) * 2 * n  # 16 toys: two groups of eight lanes per point
     assert 0 < evaluated < scanned  # the pruned path is in use and skips points
     np.testing.assert_array_equal(fq.fc_toys(model, pids, 16, seed=5, threads=1), d0)
+
+
+def test_fc_pruning_reference_bound():
+    # The reference bound (linalg.prune_reference): |Lf_p c|^2 <= A_p |R_j c|^2 for every c, with
+    # R_j the float32 factor at the row's largest s2; it is tighter than K_p alone where G'(p) is
+    # nearly singular, so fewer points are computed, and the result is the full scan's bit for bit.
+    from fcmlc.frequentist.linalg import prune_factors, prune_reference
+    model = fq.Chi2Model("STEREO", Grid(shape=(41, 41))).prepare_toys()
+    part = [p for p in model._parts if p.norm][0]
+    g = model.grid
+    ref, A, B = prune_reference(part.factors, g.sin2_2theta, g.n_dm2)
+    assert ref.shape == (g.n_dm2,) and np.all(ref == np.argmax(g.sin2_2theta))
+    kn = int(round((np.sqrt(8 * part.factors.shape[1] + 1) - 1) / 2))
+    Lf = np.zeros((g.n_points, kn, kn))
+    r, c = np.tril_indices(kn)
+    Lf[:, r, c] = part.factors.astype(np.float32)
+    rng = np.random.default_rng(3)
+    for p in rng.choice(g.n_points, 40, replace=False):
+        R = Lf[(p // g.n_ue4) * g.n_ue4 + ref[p // g.n_ue4]]
+        c = rng.normal(size=(kn, 200)) * rng.lognormal(size=(kn, 1))
+        lhs = np.sum((Lf[p] @ c) ** 2, axis=0)
+        assert np.all(lhs <= A[p] * np.sum((R @ c) ** 2, axis=0))
+    # the ratio A_p / (the exact alpha_p) is the rounding allowance only: about 1 + 4 (kn + 2) 2^-24
+    assert np.all(A[ref[0]::g.n_ue4] < 1.0 + 1e-3) and np.all(B >= 0)
+
+    k = model.kernel
+    pids = np.array([0, 300, 700, 1000, 1500, 1680])
+    k.prune = False
+    try:
+        d_full = fq.fc_toys(model, pids, 32, seed=9, threads=2)
+    finally:
+        k.prune = True
+    i = [j for j, p in enumerate(model._parts) if p.norm][0]
+    stats = []
+    for with_ref in (False, True):
+        if with_ref:
+            k.set_prune_factors(i, prune_factors(part.factors), ref, A, B)
+        else:
+            k.set_prune_factors(i, prune_factors(part.factors))
+        k.reset_prune_stats()
+        np.testing.assert_array_equal(fq.fc_toys(model, pids, 32, seed=9, threads=2), d_full)
+        stats.append(k.prune_stats[0])
+    assert stats[1] < stats[0]  # the reference bound skips more points
+    with pytest.raises(ValueError, match="ref, A and B together"):
+        k.set_prune_factors(i, prune_factors(part.factors), ref, A)
+    with pytest.raises(ValueError, match="-1 or in"):
+        k.set_prune_factors(i, prune_factors(part.factors), ref + 100, A, B)

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
@@ -244,6 +245,12 @@ struct NormLane {
   // pruning (general_lanes_pruned): per grid point K_p >= the factor bounding the computed float32
   // |L_p^-1 c|^2 by K_p |c|^2 (rounding included, see set_prune_factors); nullptr: not set
   const double* Kb;
+  // reference bound (optional, see general_lanes_pruned): per row R_j (n_dm2 x kn(kn+1)/2) and
+  // |R_j|_F^2 (FR < 0: none for that row), per point A_p, B_p; Rr == nullptr: not set
+  const double* Rr;
+  const double* FR;
+  const double* Ab;
+  const double* Bb;
 };
 
 // Grid points per step of the centred quadratic form: independent accumulation chains (the
@@ -411,9 +418,11 @@ FCMLC_CLONES void norm_points4(const double* __restrict Lt, const double* __rest
 
 // The value at grid point p = j nu + u of every part except the centred norm experiments
 // (general_lanes adds those from crow; at the true point pt they are in here, float64 profile).
+// pre (optional): for each one-group general norm experiment e, pre[e] = its sum
+// prior + sum_i mu_p,i y_i, computed beforehand with exactly these operations (one_group_sums4).
 FCMLC_AI lanes_t rest_value(int j, std::int64_t p, double s, lanes_t twoG, double N, int n_gen,
                             const double* const* rls, const double* const* ms, const int* ks, int n_norm,
-                            const NormLane* nls, std::int64_t pt) {
+                            const NormLane* nls, std::int64_t pt, const lanes_t* pre = nullptr) {
   const lanes_t zero = {};
   lanes_t v = s * (twoG + (zero + s * N));  // lin_value(s, G, N) per lane
   for (int e = 0; e < n_gen; ++e) {
@@ -443,11 +452,22 @@ FCMLC_AI lanes_t rest_value(int j, std::int64_t p, double s, lanes_t twoG, doubl
         b1v = load_lanes(b1 + static_cast<idx>(g) * LANES);
         bt[g] = b0v - s * b1v;
       }
-    } else if (kn == 1) {  // one group (DANSS's total normalisation): the same sum, in a register
-      const double* m = nl.mug + static_cast<idx>(p) * nl.n;
-      lanes_t acc = zero + nl.prior;
-      for (int i = 0; i < nl.n; ++i) acc += m[i] * load_lanes(nl.Y + static_cast<idx>(i) * LANES);
-      bt[0] = acc;
+    } else if (kn == 1) {  // one group (DANSS's total normalisation): the same sum and square, in registers
+      lanes_t acc;
+      if (pre != nullptr) {
+        acc = pre[e];
+      } else {
+        const double* m = nl.mug + static_cast<idx>(p) * nl.n;
+        acc = zero + nl.prior;
+        for (int i = 0; i < nl.n; ++i) acc += m[i] * load_lanes(nl.Y + static_cast<idx>(i) * LANES);
+      }
+      lanes_t t = zero, sq = zero;
+      t += nl.L[p] * acc;
+      sq += t * t;
+      lanes_t q;
+      q = load_lanes(nl.Q);
+      v += q - sq;
+      continue;
     } else {
       for (int g = 0; g < kn; ++g) bt[g] = zero + nl.prior;
       const double* m = nl.mug + static_cast<idx>(p) * nl.n;
@@ -470,6 +490,26 @@ FCMLC_AI lanes_t rest_value(int j, std::int64_t p, double s, lanes_t twoG, doubl
     v += q - sq;
   }
   return v;
+}
+
+// rest_value's sums prior + sum_i mu_p,i y_i of a one-group general norm experiment at four
+// consecutive points p0 .. p0 + 3 at once (four independent chains; each point's operations and
+// their order are rest_value's, so the sums are bit-identical).
+FCMLC_AI void one_group_sums4(const NormLane& nl, std::int64_t p0, lanes_t* out0, lanes_t* out1, lanes_t* out2,
+                              lanes_t* out3) {
+  const lanes_t zero = {};
+  const int n = nl.n;
+  const double* m0 = nl.mug + static_cast<idx>(p0) * n;
+  const double *m1 = m0 + n, *m2 = m1 + n, *m3 = m2 + n;
+  lanes_t a0 = zero + nl.prior, a1 = a0, a2 = a0, a3 = a0;
+  for (int i = 0; i < n; ++i) {
+    const lanes_t y = load_lanes(nl.Y + static_cast<idx>(i) * LANES);
+    a0 += m0[i] * y;
+    a1 += m1[i] * y;
+    a2 += m2[i] * y;
+    a3 += m3[i] * y;
+  }
+  *out0 = a0, *out1 = a1, *out2 = a2, *out3 = a3;
 }
 
 // The full-grid scan of LANES toys when some experiment is not linear in s2: at every grid
@@ -516,6 +556,14 @@ FCMLC_CLONES void general_lanes(int nd, int nu, const double* __restrict s2, con
 
 // Centred norm experiments that general_lanes_pruned handles at most (per-row norms on the stack).
 constexpr int PRUNE_MAX_CENTRED = 8;
+// Norm experiments up to which pass A computes one-group sums four points at a time.
+constexpr int PRUNE_MAX_NORM = 16;
+
+// A block of CENTRED_BLOCK points of a row in the order of pass B (general_lanes_pruned).
+struct BlockKey {
+  double key;
+  std::int64_t blk;  // j * blocks per row + block
+};
 
 // general_lanes with grid points skipped that provably cannot be the minimum; the result
 // (best value, its index with the tie rule, the value at pt) is bit-identical to general_lanes.
@@ -538,7 +586,8 @@ FCMLC_CLONES void general_lanes_pruned(int nd, int nu, const double* __restrict 
                                        const double* __restrict nsum, int n_gen, const double* const* rls,
                                        const double* const* ms, const int* ks, int n_norm, const NormLane* nls,
                                        double* crow_buf, std::int64_t pt, double* best, std::int64_t* bp,
-                                       double* vt, double* base_buf, double* lbm_buf, std::int64_t* n_eval) {
+                                       double* vt, double* base_buf, double* lbm_buf, double* rx_buf,
+                                       BlockKey* order_buf, std::int64_t* n_eval) {
   const lanes_t zero = {};
   lanes_t* base = reinterpret_cast<lanes_t*>(base_buf);
   lanes_t* lbm = reinterpret_cast<lanes_t*>(lbm_buf);
@@ -555,6 +604,12 @@ FCMLC_CLONES void general_lanes_pruned(int nd, int nu, const double* __restrict 
     }
     return r;
   };
+  bool one[PRUNE_MAX_NORM] = {};
+  int n_one = 0;
+  if (n_norm <= PRUNE_MAX_NORM)
+    for (int e = 0; e < n_norm; ++e)
+      if (!nls[e].linear && nls[e].kn == 1) one[e] = true, ++n_one;
+  lanes_t pre4[4][PRUNE_MAX_NORM];
   // pass A
   for (int j = 0; j < nd; ++j) {
     lanes_t G;
@@ -564,6 +619,12 @@ FCMLC_CLONES void general_lanes_pruned(int nd, int nu, const double* __restrict 
     lanes_t n0[PRUNE_MAX_CENTRED], n01[PRUNE_MAX_CENTRED], n1[PRUNE_MAX_CENTRED];
     lanes_t cn[PRUNE_MAX_CENTRED], ra[PRUNE_MAX_CENTRED], rb[PRUNE_MAX_CENTRED];
     lanes_t acn[PRUNE_MAX_CENTRED], ara[PRUNE_MAX_CENTRED], arb[PRUNE_MAX_CENTRED];
+    lanes_t m0[PRUNE_MAX_CENTRED], m01[PRUNE_MAX_CENTRED], m1[PRUNE_MAX_CENTRED];
+    lanes_t u0c[PRUNE_MAX_CENTRED], u01c[PRUNE_MAX_CENTRED], u1c[PRUNE_MAX_CENTRED];
+    lanes_t p0c[PRUNE_MAX_CENTRED], p01c[PRUNE_MAX_CENTRED], p1c[PRUNE_MAX_CENTRED];
+    lanes_t q0c[PRUNE_MAX_CENTRED], q01c[PRUNE_MAX_CENTRED], q1c[PRUNE_MAX_CENTRED];
+    lanes_t t0c[PRUNE_MAX_CENTRED], t1c[PRUNE_MAX_CENTRED];
+    double fr[PRUNE_MAX_CENTRED];
     for (int i = 0; i < nc; ++i) {
       const NormLane& nl = nls[cen[i]];
       const int kn = nl.kn;
@@ -577,25 +638,80 @@ FCMLC_CLONES void general_lanes_pruned(int nd, int nu, const double* __restrict 
         c += x1 * x1;
       }
       n0[i] = a, n01[i] = b, n1[i] = c;
+      // the reference bound: r0 = R_j c0, r1 = R_j c1 (float64), m0 = |r0|^2, m01 = r0.r1, m1 = |r1|^2
+      fr[i] = nl.Rr != nullptr ? nl.FR[j] : -1.0;
+      if (fr[i] >= 0.0) {
+        const double* R = nl.Rr + static_cast<idx>(j) * kn * (kn + 1) / 2;
+        lanes_t* x0 = reinterpret_cast<lanes_t*>(rx_buf);
+        lanes_t* x1 = x0 + kn;
+        for (int g = 0; g < kn; ++g) x0[g] = to_double(c0[g]), x1[g] = to_double(c1[g]);
+        lanes_t s0 = zero, s01 = zero, s1 = zero;
+        idx o = 0;
+        for (int g = 0; g < kn; ++g) {
+          lanes_t t0 = zero, t1 = zero;
+          for (int h = 0; h <= g; ++h, ++o) {
+            t0 += R[o] * x0[h];
+            t1 += R[o] * x1[h];
+          }
+          s0 += t0 * t0;
+          s01 += t0 * t1;
+          s1 += t1 * t1;
+        }
+        m0[i] = s0, m01[i] = s01, m1[i] = s1;
+      }
       cn[i] = load_lanes(nl.CN);
       ra[i] = load_lanes(nl.RA + static_cast<idx>(j) * LANES);
       rb[i] = load_lanes(nl.RB + static_cast<idx>(j) * LANES);
       acn[i] = lane_abs(cn[i]), ara[i] = lane_abs(ra[i]), arb[i] = lane_abs(rb[i]);
+      // the bounds' coefficients of 1, s, s^2 (each bound's terms regrouped by power of s)
+      u0c[i] = (1.0 + 2e-6 + 7e-8) * n0[i], u01c[i] = (2.0 + 4e-6) * n01[i], u1c[i] = (1.0 + 2e-6 + 7e-8) * n1[i];
+      if (fr[i] >= 0.0) {
+        p0c[i] = (1.0 + 1e-6 + 2e-13) * m0[i] + (1e-20 * fr[i]) * n0[i];
+        p01c[i] = (2.0 + 2e-6) * m01[i];
+        p1c[i] = (1.0 + 1e-6 + 2e-13) * m1[i] + (1e-20 * fr[i]) * n1[i];
+        q0c[i] = (1.0 + 1e-13) * n0[i], q01c[i] = 2.0 * n01[i], q1c[i] = (1.0 + 1e-13) * n1[i];
+        t0c[i] = 7e-8 * n0[i], t1c[i] = 7e-8 * n1[i];
+      }
+    }
+    lanes_t cn_sum = zero, ra_sum = zero, rb_sum = zero, acn_sum = zero, ara_sum = zero, arb_sum = zero;
+    for (int i = 0; i < nc; ++i) {
+      cn_sum += cn[i], ra_sum += ra[i], rb_sum += rb[i];
+      acn_sum += acn[i], ara_sum += ara[i], arb_sum += arb[i];
     }
     for (int u = 0; u < nu; ++u) {
       const std::int64_t p = static_cast<std::int64_t>(j) * nu + u;
       const double s = s2[u];
-      const lanes_t v = rest_value(j, p, s, twoG, N, n_gen, rls, ms, ks, n_norm, nls, pt);
+      // one-group general norm experiments (DANSS): their sums four points at a time
+      const int q4 = u % 4;
+      if (q4 == 0 && n_one > 0 && u + 4 <= nu) {
+        for (int e = 0; e < n_norm; ++e)
+          if (one[e]) one_group_sums4(nls[e], p, &pre4[0][e], &pre4[1][e], &pre4[2][e], &pre4[3][e]);
+      }
+      const bool use_pre = n_one > 0 && u - q4 + 4 <= nu;
+      const lanes_t v = rest_value(j, p, s, twoG, N, n_gen, rls, ms, ks, n_norm, nls, pt,
+                                   use_pre ? pre4[q4] : nullptr);
       base[p] = v;
-      lanes_t lb = v, mag = lane_abs(v);
       const double ss = s * s;
+      // the centred experiments' float64 terms sum_i chi2_null_i + s RA_i + s^2 RB_i at once (the
+      // rounding of this regrouping is covered by the margin 1e-10 mag below)
+      lanes_t lb = v + (cn_sum + s * (ra_sum + s * rb_sum));
+      lanes_t mag = lane_abs(v) + (acn_sum + s * (ara_sum + s * arb_sum));
       for (int i = 0; i < nc; ++i) {
         const double K = nls[cen[i]].Kb[p];
-        const lanes_t c2 = n0[i] - (2.0 * s) * n01[i] + ss * n1[i];
-        const lanes_t cb = (1.0 + 2e-6) * c2 + 7e-8 * (n0[i] + ss * n1[i]);
-        const lanes_t bnd = (ss * K) * cb;
-        lb += (cn[i] + s * (ra[i] + s * rb[i])) - bnd;
-        mag += acn[i] + s * ara[i] + ss * arb[i] + lane_abs(bnd);
+        // K_p ((1 + 2e-6) |c|^2 + 7e-8 (n0 + s^2 n1)) with |c|^2 = n0 - 2 s n01 + s^2 n1
+        lanes_t bnd = (ss * K) * (u0c[i] - s * u01c[i] + ss * u1c[i]);
+        if (fr[i] >= 0.0) {  // the reference bound, where it is smaller:
+          // A_p ((1 + 1e-6) |r|^2 + 2e-13 (m0 + s^2 m1) + 1e-20 |R|_F^2 (n0 + s^2 n1))
+          //   + B_p (|c|^2 + 1e-13 (n0 + s^2 n1)) + 7e-8 K_p (n0 + s^2 n1), |r|^2 = m0 - 2 s m01 + s^2 m1
+          const NormLane& nl = nls[cen[i]];
+          const lanes_t rb2 = nl.Ab[p] * (p0c[i] - s * p01c[i] + ss * p1c[i]) +
+                              nl.Bb[p] * (q0c[i] - s * q01c[i] + ss * q1c[i]) + K * (t0c[i] + ss * t1c[i]);
+          const lanes_t b2 = ss * rb2;
+          bnd.lo = b2.lo < bnd.lo ? b2.lo : bnd.lo;
+          bnd.hi = b2.hi < bnd.hi ? b2.hi : bnd.hi;
+        }
+        lb = lb - bnd;
+        mag += lane_abs(bnd);
       }
       lbm[p] = lb - ((1e-10 * mag) + 1e-9);
     }
@@ -609,12 +725,20 @@ FCMLC_CLONES void general_lanes_pruned(int nd, int nu, const double* __restrict 
   }
   const std::int64_t np = static_cast<std::int64_t>(nd) * nu;
   std::int64_t cand[LANES];
-  for (int l = 0; l < LANES; ++l) {
-    double m = std::numeric_limits<double>::infinity();
-    std::int64_t c = -1;
-    for (std::int64_t p = 0; p < np; ++p)
-      if (p != pt && lbm[p][l] < m) m = lbm[p][l], c = p;
-    cand[l] = c;
+  {  // per lane the first point of smallest lbm (p != pt), four lanes per vector
+    typedef std::int64_t i4_t __attribute__((vector_size(4 * sizeof(std::int64_t)), aligned(sizeof(std::int64_t))));
+    const double inf = std::numeric_limits<double>::infinity();
+    d4_t mlo = {inf, inf, inf, inf}, mhi = mlo;
+    i4_t clo = {-1, -1, -1, -1}, chi = clo;
+    for (std::int64_t p = 0; p < np; ++p) {
+      if (p == pt) continue;
+      const lanes_t& v = lbm[p];
+      const i4_t pv = {p, p, p, p};
+      const i4_t klo = v.lo < mlo, khi = v.hi < mhi;
+      mlo = klo ? v.lo : mlo, mhi = khi ? v.hi : mhi;
+      clo = klo ? pv : clo, chi = khi ? pv : chi;
+    }
+    for (int l = 0; l < 4; ++l) cand[l] = clo[l], cand[l + 4] = chi[l];
   }
   for (int l = 0; l < LANES; ++l) {
     const std::int64_t p = cand[l];
@@ -628,9 +752,59 @@ FCMLC_CLONES void general_lanes_pruned(int nd, int nu, const double* __restrict 
     for (int m = 0; m < LANES; ++m) take_min(v[m], p, best[m], bp[m]);
     ++evaluated;
   }
-  // pass B: every block with a point that may be the minimum of some lane
-  for (int j = 0; j < nd; ++j) {
-    for (int u0 = 0; u0 < nu; u0 += CENTRED_BLOCK) {
+  // pass B: every block with a point that may be the minimum of some lane, the most promising
+  // first (smallest lbm - best over its points and lanes): the running minima fall early and
+  // later blocks are skipped more often. take_min does not depend on the order of the points.
+  // A block with no point to compute now has none later either (best only decreases).
+  const int nblk_row = (nu + CENTRED_BLOCK - 1) / CENTRED_BLOCK;
+  std::int64_t n_blk = 0;
+  {
+    lanes_t bst;
+    bst = load_lanes(best);
+    for (int j = 0; j < nd; ++j) {
+      for (int b = 0; b < nblk_row; ++b) {
+        const int u0 = b * CENTRED_BLOCK, n = std::min(CENTRED_BLOCK, nu - u0);
+        const std::int64_t p0 = static_cast<std::int64_t>(j) * nu + u0;
+        const double inf = std::numeric_limits<double>::infinity();
+        d4_t kmin = {inf, inf, inf, inf};
+        for (int q = 0; q < n; ++q) {
+          if (p0 + q == pt) continue;
+          const lanes_t d = lbm[p0 + q] - bst;
+          kmin = d.lo < kmin ? d.lo : kmin;
+          kmin = d.hi < kmin ? d.hi : kmin;
+        }
+        double key = std::min(std::min(kmin[0], kmin[1]), std::min(kmin[2], kmin[3]));
+        bool any = false;  // the need test of the loop below, against the current minima
+        for (int q = 0; q < n && !any; ++q) {
+          if (p0 + q == pt) continue;
+          for (int l = 0; l < LANES; ++l)
+            if (!(lbm[p0 + q][l] > best[l])) any = true;
+        }
+        if (!any) continue;
+        order_buf[n_blk].key = key;
+        order_buf[n_blk].blk = static_cast<std::int64_t>(j) * nblk_row + b;
+        ++n_blk;
+      }
+    }
+  }
+  // Only the most promising few need to come first (they bring each lane's minimum close to its
+  // final value); a full sort costs more than it saves.
+  {
+    const auto less = [](const BlockKey& a, const BlockKey& b) {
+      return a.key < b.key || (a.key == b.key && a.blk < b.blk);
+    };
+    constexpr std::int64_t FIRST = 16;
+    if (n_blk > FIRST) {
+      std::nth_element(order_buf, order_buf + FIRST, order_buf + n_blk, less);
+      std::sort(order_buf, order_buf + FIRST, less);
+    } else {
+      std::sort(order_buf, order_buf + n_blk, less);
+    }
+  }
+  for (std::int64_t ib = 0; ib < n_blk; ++ib) {
+    const int j = static_cast<int>(order_buf[ib].blk / nblk_row);
+    const int u0 = static_cast<int>(order_buf[ib].blk % nblk_row) * CENTRED_BLOCK;
+    {
       const int n = std::min(CENTRED_BLOCK, nu - u0);
       const std::int64_t p0 = static_cast<std::int64_t>(j) * nu + u0;
       bool need[CENTRED_BLOCK] = {};
@@ -700,7 +874,27 @@ class Chi2Core {
   // K_p (n_points) of a centred experiment (see general_lanes_pruned): for every p and every
   // float32 vector c, the computed float32 |L_p^-1 c|^2 <= K_p |c|^2. Without it (or with the
   // centred form off) that experiment's toys are not pruned.
-  void set_prune_factors(int i, const double* K) { at(i).Kb = copy_vec(K, n_points()); }
+  void set_prune_factors(int i, const double* K, const std::int64_t* ref, const double* A, const double* B) {
+    Chi2Experiment& e = at(i);
+    e.Kb = copy_vec(K, n_points());
+    e.Rref.clear(), e.FR.clear(), e.Ab.clear(), e.Bb.clear();
+    if (ref == nullptr) return;
+    const idx kk = static_cast<idx>(e.kn) * (e.kn + 1) / 2;
+    e.Rref.assign(static_cast<idx>(nd_) * kk, 0.0);
+    e.FR.assign(nd_, -1.0);
+    for (int j = 0; j < nd_; ++j) {
+      if (ref[j] < 0) continue;
+      const float* L = e.Lf.data() + (static_cast<idx>(j) * nu_ + ref[j]) * kk;
+      double f = 0.0;
+      for (idx o = 0; o < kk; ++o) {
+        e.Rref[j * kk + o] = static_cast<double>(L[o]);
+        f += e.Rref[j * kk + o] * e.Rref[j * kk + o];
+      }
+      e.FR[j] = f;
+    }
+    e.Ab = copy_vec(A, n_points());
+    e.Bb = copy_vec(B, n_points());
+  }
   int n_ue4() const { return nu_; }
   int n_dm2() const { return nd_; }
   std::int64_t n_points() const { return static_cast<std::int64_t>(nu_) * nd_; }
@@ -989,6 +1183,8 @@ class Chi2Core {
     std::vector<std::vector<float>> nc0, nc1, nct;
     std::vector<double> crow;  // nu x LANES: centred values of one dm2 row
     std::vector<double> pbase, plbm;  // pruning: n_points x LANES, base values and lower bounds
+    std::vector<double> prx;          // pruning: 2 kn_max x LANES, one row's c0, c1 in float64
+    std::vector<BlockKey> pord;       // pruning: the blocks of pass B in their order
     bool prune = false;
     std::vector<NormLane> nl;
     // the non-linear experiments for general_lanes: residual lanes, expectations m(p), widths k
@@ -1039,6 +1235,8 @@ class Chi2Core {
       if (prune) {
         pbase.resize(static_cast<idx>(K.n_points()) * LANES);
         plbm.resize(static_cast<idx>(K.n_points()) * LANES);
+        prx.resize(2 * static_cast<idx>(kn_max) * LANES);
+        pord.resize(static_cast<idx>(K.nd_) * ((K.nu_ + CENTRED_BLOCK - 1) / CENTRED_BLOCK));
       }
       for (std::size_t e = 0; e < K.ex_.size(); ++e) {
         const Chi2Experiment& E = K.ex_[e];
@@ -1047,7 +1245,8 @@ class Chi2Core {
                               E.linear ? nullptr : E.mug.data(), nq[e].data(), nb0[e].data(), nb1[e].data(),
                               ny[e].data(), nbt[e].data(), E.centred && K.centred_, E.Lf.data(), ncn[e].data(),
                               nra[e].data(), nrb[e].data(), nc0[e].data(), nc1[e].data(), nct[e].data(),
-                              E.Kb.empty() ? nullptr : E.Kb.data()});
+                              E.Kb.empty() ? nullptr : E.Kb.data(), E.Rref.empty() ? nullptr : E.Rref.data(),
+                              E.FR.data(), E.Ab.data(), E.Bb.data()});
       }
       for (std::size_t e = 0; e < K.ex_.size(); ++e) {
         if (K.ex_[e].linear || K.ex_[e].norm) continue;
@@ -1441,7 +1640,8 @@ class Chi2Core {
       std::int64_t ne = 0;
       general_lanes_pruned(nd_, nu_, s2_.data(), gsum, nsum_.data(), static_cast<int>(s.gk.size()), s.grl.data(),
                            s.gm.data(), s.gk.data(), static_cast<int>(s.nl.size()), s.nl.data(), s.crow.data(), pt,
-                           gbest, gbp, gvt, s.pbase.data(), s.plbm.data(), &ne);
+                           gbest, gbp, gvt, s.pbase.data(), s.plbm.data(), s.prx.data(),
+                           s.pord.data(), &ne);
       n_eval_.fetch_add(ne, std::memory_order_relaxed);
       n_scan_.fetch_add(n_points(), std::memory_order_relaxed);
     } else if (!quadratic) {
@@ -1521,7 +1721,10 @@ void Chi2Kernel::set_pull_generator(int index, std::uint64_t stream, const doubl
                                     const double* lo, const double* sigma) {
   impl_->set_pull_generator(index, stream, J, n_pulls, Lp, lo, sigma);
 }
-void Chi2Kernel::set_prune_factors(int index, const double* K) { impl_->set_prune_factors(index, K); }
+void Chi2Kernel::set_prune_factors(int index, const double* K, const std::int64_t* ref, const double* A,
+                                   const double* B) {
+  impl_->set_prune_factors(index, K, ref, A, B);
+}
 
 bool Chi2Kernel::centred() const { return impl_->centred(); }
 void Chi2Kernel::set_centred(bool on) { impl_->set_centred(on); }
@@ -1681,14 +1884,33 @@ void set_pull_generator(Chi2Kernel& k, int i, std::uint64_t stream, const carray
   k.set_pull_generator(i, stream, J.data(), static_cast<int>(p), Lp.data(), lo.data(), sigma.data());
 }
 
-void set_prune_factors(Chi2Kernel& k, int i, const carray<double>& K) {
+void check_prune_array(const Chi2Kernel& k, const Chi2Experiment& e, const carray<double>& K, const char* what) {
+  require_ndim(K, 1, (e.name + " " + what).c_str());
+  require(K.shape(0) == k.n_points(), e.name + ": " + what + " must have n_points entries");
+  for (py::ssize_t p = 0; p < K.shape(0); ++p)
+    require(std::isfinite(K.data()[p]) && K.data()[p] >= 0.0, e.name + ": " + what + " must be finite and >= 0");
+}
+
+void set_prune_factors(Chi2Kernel& k, int i, const carray<double>& K, std::optional<carray<std::int64_t>> ref,
+                       std::optional<carray<double>> A, std::optional<carray<double>> B) {
   const Chi2Experiment& e = k.experiment(i);
   require(e.norm && e.linear, e.name + ": prune factors need a linear experiment with normalisation groups");
-  require_ndim(K, 1, (e.name + " prune factors").c_str());
-  require(K.shape(0) == k.n_points(), e.name + ": prune factors must have n_points entries");
-  for (py::ssize_t p = 0; p < K.shape(0); ++p)
-    require(std::isfinite(K.data()[p]) && K.data()[p] >= 0.0, e.name + ": prune factors must be finite and >= 0");
-  k.set_prune_factors(i, K.data());
+  check_prune_array(k, e, K, "prune factors");
+  require(ref.has_value() == A.has_value() && ref.has_value() == B.has_value(),
+          e.name + ": the reference bound needs ref, A and B together");
+  if (!ref) {
+    k.set_prune_factors(i, K.data());
+    return;
+  }
+  require(e.centred, e.name + ": the reference bound needs the centred form");
+  require_ndim(*ref, 1, (e.name + " prune reference").c_str());
+  require(ref->shape(0) == k.n_dm2(), e.name + ": the prune reference must have n_dm2 entries");
+  for (py::ssize_t j = 0; j < ref->shape(0); ++j)
+    require(ref->data()[j] >= -1 && ref->data()[j] < k.n_ue4(),
+            e.name + ": prune reference points must be -1 or in [0, n_ue4)");
+  check_prune_array(k, e, *A, "prune factors A");
+  check_prune_array(k, e, *B, "prune factors B");
+  k.set_prune_factors(i, K.data(), ref->data(), A->data(), B->data());
 }
 
 // x (n_data, n_bins): the number of data vectors.
@@ -1829,8 +2051,12 @@ void register_chi2(py::module_& m) {
       .def_property("prune", &Chi2Kernel::prune, &Chi2Kernel::set_prune,
                     "FC toys: skip grid points whose lower bound exceeds the running minimum (default True; "
                     "results bit-identical to False). Needs set_prune_factors for every centred experiment.")
-      .def("set_prune_factors", &set_prune_factors, py::arg("index"), py::arg("K"),
-           "K_p (n_points): the computed float32 |L_p^-1 c|^2 <= K_p |c|^2 for every p (rounding included).")
+      .def("set_prune_factors", &set_prune_factors, py::arg("index"), py::arg("K"), py::arg("ref") = py::none(),
+           py::arg("A") = py::none(), py::arg("B") = py::none(),
+           "K_p (n_points): the computed float32 |L_p^-1 c|^2 <= K_p |c|^2 for every p (rounding included). "
+           "Optionally a tighter bound from a reference point per dm2 row: ref (n_dm2, index into the row or "
+           "-1), A_p, B_p (n_points) with |L_p^-1 c|^2 <= A_p |R_j c|^2 + B_p |c|^2 + K_p (rounding of c), "
+           "R_j the float32 factor at the reference (fcmlc.frequentist.linalg.prune_reference).")
       .def_property_readonly("prune_stats", &Chi2Kernel::prune_stats,
                              "(grid points computed, grid points scanned) of the pruned FC toys since the last reset.")
       .def("reset_prune_stats", &Chi2Kernel::reset_prune_stats)

@@ -161,9 +161,13 @@ class Chi2Kernel:
     ) -> None:
         """Toys as simulate_pulls."""
 
-    def set_prune_factors(self, index: _Int, K: _F64) -> None:
+    def set_prune_factors(self, index: _Int, K: _F64, ref: _I64 | None = None, A: _F64 | None = None,
+                          B: _F64 | None = None) -> None:
         """K_p (n_points): the computed float32 |L_p^-1 c|^2 <= K_p |c|^2 for every p (rounding
-        included)."""
+        included). Optionally a tighter bound from a reference point per dm2 row: ref (n_dm2,
+        index into the row or -1), A_p, B_p (n_points) with |L_p^-1 c|^2 <= A_p |R_j c|^2 + B_p
+        |c|^2 + K_p (rounding of c), R_j the float32 factor at the reference
+        (fcmlc.frequentist.linalg.prune_reference)."""
 
     def whiten(self, x: _F64) -> NDArray[np.float64]:
         """r = A_e (x_e - N0_e) of each experiment, concatenated: (n_data, sum k_e)."""

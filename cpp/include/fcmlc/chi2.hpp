@@ -79,6 +79,10 @@ struct Chi2Experiment {
   std::vector<float> Lf;       // n_points x kn(kn+1)/2: float32 copy of Lfac
   std::vector<double> Lt;      // linear: Lfac interleaved by blocks of four s2 points (the scan)
   std::vector<double> Kb;      // centred: n_points, the FC pruning factors K_p (set_prune_factors)
+  // centred, optional (set_prune_factors with a reference): per dm2 row the float64 copy of the
+  // float32 factor Lf at the row's reference point (n_dm2 x kn(kn+1)/2) and |R_j|_F^2 (< 0: row
+  // without a reference), per point the factors A_p, B_p of the reference bound (chi2.cpp)
+  std::vector<double> Rref, FR, Ab, Bb;
 };
 
 // The chi2 structure of a set of experiments on a grid of n_ue4 values s2 = sin^2(2 theta) (any
@@ -117,8 +121,11 @@ class Chi2Kernel {
   // bound), sigma (n_bins, >= 0); not for an experiment with groups.
   void set_pull_generator(int index, std::uint64_t stream, const double* J, int n_pulls, const double* Lp,
                           const double* lo, const double* sigma);
-  // FC pruning factors K (n_points, finite, >= 0) of a linear experiment with groups.
-  void set_prune_factors(int index, const double* K);
+  // FC pruning factors K (n_points, finite, >= 0) of a linear experiment with groups; optionally
+  // (ref != nullptr) the reference bound: ref (n_dm2, 0 <= ref_j < n_ue4 or -1: none), A, B
+  // (n_points, finite, >= 0), see general_lanes_pruned in chi2.cpp.
+  void set_prune_factors(int index, const double* K, const std::int64_t* ref = nullptr, const double* A = nullptr,
+                         const double* B = nullptr);
 
   // ---- options (see the Python docstrings in register_chi2) ----
   bool centred() const;

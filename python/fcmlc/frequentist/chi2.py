@@ -15,7 +15,8 @@ from .. import _core
 from .._checks import UINT64_MAX, check_seed, check_threads
 from ..physics import Grid, grid_or_paper, sin2_2theta
 from ..simulation import Sampler, expectation_rows, resolve_experiments
-from .linalg import group_matrix, group_profile_chi2, packed_inverse_cholesky, prune_factors, whitening_projection
+from .linalg import (group_matrix, group_profile_chi2, packed_inverse_cholesky, prune_factors, prune_reference,
+                     whitening_projection)
 from .wilks import WILKS_LEVELS, raster_limits, wilks_regions
 
 
@@ -232,7 +233,8 @@ class Chi2Model:
                     i = k.add_norm(p.name, p.A, p.N0, p.Ci, p.groups, p.prior, p.factors, p.linear,
                                    p.D if p.linear else p.mu_grid)
                     if p.linear:
-                        k.set_prune_factors(i, prune_factors(p.factors))
+                        ref, A, B = prune_reference(p.factors, self.grid.sin2_2theta, self.grid.n_dm2)
+                        k.set_prune_factors(i, prune_factors(p.factors), ref, A, B)
                 elif p.linear:
                     k.add_linear(p.name, p.A, p.N0, p.D)
                 else:

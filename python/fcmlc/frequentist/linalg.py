@@ -85,16 +85,62 @@ def prune_factors(factors: np.ndarray) -> np.ndarray:
     <= gamma sum_c |Lf_ac| |c_c|) adds at most (1 + gamma)((1 + gamma) sigma_max^2 + (gamma +
     gamma^2) |Lf|_F^2) - sigma_max^2 relative, covered by g = 4 (kn + 2) 2^-24 below, which also
     covers eigvalsh's float64 error (~kn 1e-16 |Lf|_F^2)."""
+    L, kn = _unpack_float32(factors)
+    smax2 = np.linalg.eigvalsh(np.einsum("pab,pac->pbc", L, L))[:, -1]
+    fro2 = np.einsum("pab,pab->p", L, L)
+    g = 4.0 * (kn + 2) * 2.0 ** -24
+    return (1.0 + g) * np.maximum(smax2, 0.0) + g * fro2
+
+
+def _unpack_float32(factors: np.ndarray):
+    """(n, k, k) float64 lower triangles of the float32 copy of packed factors, and k."""
     f = np.asarray(factors, dtype=np.float32).astype(np.float64)
     kk = f.shape[1]
     kn = int(round((math.sqrt(8 * kk + 1) - 1) / 2))
     L = np.zeros((f.shape[0], kn, kn))
     r, c = np.tril_indices(kn)
     L[:, r, c] = f
-    smax2 = np.linalg.eigvalsh(np.einsum("pab,pac->pbc", L, L))[:, -1]
-    fro2 = np.einsum("pk,pk->p", f, f)
+    return L, kn
+
+
+def prune_reference(factors: np.ndarray, s2, n_dm2: int, max_cond: float = 1e6):
+    """The reference bound of the FC pruning of a centred experiment (chi2.cpp,
+    general_lanes_pruned; ``Chi2Kernel.set_prune_factors(i, K, ref, A, B)``): per dm2 row the
+    reference point ref_j (the row's largest s2) whose float32 factor R_j = Lf(ref_j) bounds every
+    point p of the row, |Lf_p c|^2 <= alpha_p |R_j c|^2 with alpha_p = sigma_max(Lf_p R_j^-1)^2.
+
+    The K_p bound (:func:`prune_factors`) is loose where G'(p) is nearly singular (at large s2 a
+    group's expectation nearly vanishes, and 1 / lambda_min(G') explodes while c^T G'^-1 c does
+    not); measured on STEREO's paper grid, alpha_p against the row's s2 = 1 point stays below ~1.2
+    along whole rows, so one reference per row makes the bound nearly tight everywhere.
+
+    Returns (ref (n_dm2,) int64, -1 for a row whose R_j is too ill-conditioned to invert
+    reliably (cond > `max_cond`), A (n_points,), B (n_points,)) with
+    A_p = (1 + g)(1 + 1e-6)(alpha_p (1 + 1e-8) + 1e-10 |Lf_p R_j^-1|_F^2) and
+    B_p = g (1 + 1e-6) |Lf_p|_F^2, g = 4 (kn + 2) 2^-24 as in :func:`prune_factors`: the computed
+    float32 quadratic form is at most (1 + g)|Lf c_t|^2 + g |Lf|_F^2 |c_t|^2 and c_t = c + delta
+    (float32 rounding of c(s2), covered by the K_p term); the 1e-8 / 1e-10 terms cover the float64
+    errors of R_j^-1 (cond <= 1e6) and of the eigenvalue."""
+    L, kn = _unpack_float32(factors)
+    s2 = np.asarray(s2, dtype=float)
+    nu = s2.size
+    L = L.reshape(int(n_dm2), nu, kn, kn)
+    u_ref = int(np.argmax(s2))
     g = 4.0 * (kn + 2) * 2.0 ** -24
-    return (1.0 + g) * np.maximum(smax2, 0.0) + g * fro2
+    ref = np.full(int(n_dm2), u_ref if kn > 1 else -1, dtype=np.int64)  # one group: K_p is tight
+    A = np.zeros((int(n_dm2), nu))
+    fro2 = np.einsum("jupq,jupq->ju", L, L)
+    for j in np.flatnonzero(ref >= 0):
+        R = L[j, u_ref]
+        if np.linalg.cond(R) > max_cond:
+            ref[j] = -1
+            continue
+        M = L[j] @ np.linalg.inv(R)  # (nu, kn, kn): Lf_p R^-1
+        alpha = np.linalg.eigvalsh(np.einsum("uab,uac->ubc", M, M))[:, -1]
+        A[j] = (1.0 + g) * (1.0 + 1e-6) * (np.maximum(alpha, 0.0) * (1.0 + 1e-8)
+                                            + 1e-10 * np.einsum("uab,uab->u", M, M))
+    B = g * (1.0 + 1e-6) * fro2
+    return ref, np.ascontiguousarray(A.reshape(-1)), np.ascontiguousarray(B.reshape(-1))
 
 
 def group_profile_chi2(X, M, Ci, groups, prior: float) -> np.ndarray:
