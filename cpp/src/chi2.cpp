@@ -328,6 +328,22 @@ FCMLC_AI void centred_row(const NormLane& nl, int j, int nu, const double* s2, l
   centred_points(nl, j, nu, 0, nu, s2, acc);
 }
 
+// B1[j, g, l] = sum over the bins i of group g (ascending) of D[j, i] y[i, l]: the per-row group
+// sums b1(j) of a linear norm experiment's toy lanes.
+FCMLC_CLONES void group_rows(int nd, int n, int kn, const double* __restrict D, const int* __restrict gid,
+                             const double* __restrict y, double* __restrict B1) {
+  const lanes_t zero = {};
+  for (int j = 0; j < nd; ++j) {
+    double* bj = B1 + static_cast<idx>(j) * kn * LANES;
+    const double* Dj = D + static_cast<idx>(j) * n;
+    for (int g = 0; g < kn; ++g) store_lanes(bj + static_cast<idx>(g) * LANES, zero);
+    for (int i = 0; i < n; ++i) {
+      double* bg = bj + static_cast<idx>(gid[i]) * LANES;
+      store_lanes(bg, load_lanes(bg) + Dj[i] * load_lanes(y + static_cast<idx>(i) * LANES));
+    }
+  }
+}
+
 // Packed lower-triangular quadratic |L b|^2 (rows in order, each accumulated in ascending c).
 inline double tri_sq(const double* L, const double* b, int k) {
   double s = 0.0;
@@ -575,13 +591,23 @@ struct BlockKey {
 // |c_t|^2 <= (1 + 1e-6)(1 + u)^2 |c|^2 + 1e6 (2.01 u)^2 s^2 |c1|^2: the two terms above, which
 // also cover the float64 rounding of n0, n01, n1 and |c|^2 (~1e-14 (n0 + s^2 n1)); K_p
 // (set_prune_factors) covers |L_p^-1|_2^2 of the float32 factor and the float32 rounding of the
-// quadratic form. lbm(p) = bound - (1e-10 (sum of the magnitudes of the float64 terms) + 1e-9)
+// quadratic form. With a reference R_j for the row (set_prune_factors with ref; rows whose K_p
+// bound explodes near singular G'), the smaller of that bound and
+//   A_p ((1 + 1e-6) |r|^2 + 2e-13 (m0 + s^2 m1) + 1e-20 |R_j|_F^2 (n0 + s^2 n1))
+//     + B_p (|c|^2 + 1e-13 (n0 + s^2 n1)) + 7e-8 K_p (n0 + s^2 n1),
+// |r|^2 = m0 - 2 s m01 + s^2 m1 from the float64 r0 = R_j c0, r1 = R_j c1 of the row: the computed
+// float32 form is <= (1 + g) |Lf c_t|^2 + g |Lf|_F^2 |c_t|^2 (prune_factors), |Lf c|^2 <= alpha_p
+// |R_j c|^2 (A_p = (1 + g)(1 + 1e-6) alpha_p plus the float64 error of alpha_p, B_p = g (1 + 1e-6)
+// |Lf|_F^2: prune_reference), c_t = c + delta as above (the K_p term, 1 + 1/eta = 1e6), and the
+// float64 r0, r1 and their sums err by <= (kn + 4) 2^-53 of |R_j| |c| (the 2e-13 and 1e-20 terms).
+// lbm(p) = bound - (1e-10 (sum of the magnitudes of the float64 terms) + 1e-9)
 // covers the float64 rounding of both the bound and the computed value. Pass B: the exact value
 // at pt, then at the point of smallest lbm of each lane, then every block of up to
-// CENTRED_BLOCK points of a row with lbm(p) <= best in some lane (lbm(p) > best[l] for every
-// lane of every point of the block: skipped; their computed values exceed best >= the final
-// minimum; one or two points to compute: only those, one at a time). A computed point has exactly general_lanes' operations (base + crow), and take_min
-// does not depend on the order of the points, so the result is that of the full scan.
+// CENTRED_BLOCK points of a row with lbm(p) <= best in some lane, the sixteen of smallest
+// lbm - best first (lbm(p) > best[l] for every lane of every point of the block: skipped; their
+// computed values exceed best >= the final minimum; one or two points to compute: only those,
+// one at a time). A computed point has exactly general_lanes' operations (base + crow), and
+// take_min does not depend on the order of the points, so the result is that of the full scan.
 FCMLC_CLONES void general_lanes_pruned(int nd, int nu, const double* __restrict s2, const double* __restrict gsum,
                                        const double* __restrict nsum, int n_gen, const double* const* rls,
                                        const double* const* ms, const int* ks, int n_norm, const NormLane* nls,
@@ -1580,16 +1606,7 @@ class Chi2Core {
       for (int i = 0; i < n; ++i) B0[static_cast<idx>(E.gid[i]) * LANES + l] += E.N0[i] * yl[static_cast<idx>(i) * LANES + l];
     }
     if (E.linear) {
-      for (int j = 0; j < nd_; ++j) {
-        double* bj = B1 + static_cast<idx>(j) * kn * LANES;
-        const double* Dj = E.Draw.data() + static_cast<idx>(j) * n;
-        for (int q = 0; q < kn * LANES; ++q) bj[q] = 0.0;
-        for (int i = 0; i < n; ++i) {
-          double* bg = bj + static_cast<idx>(E.gid[i]) * LANES;
-          const double* yi = yl + static_cast<idx>(i) * LANES;
-          for (int l = 0; l < LANES; ++l) bg[l] += Dj[i] * yi[l];
-        }
-      }
+      group_rows(nd_, n, kn, E.Draw.data(), E.gid.data(), yl, B1);
       if (E.centred && centred_) norm_centred_rows(s, E, e);
     }
   }

@@ -53,11 +53,17 @@ Pruning (``model.kernel.prune``, default on; results bit-identical to off): the 
 model with centred experiments skip grid points that provably cannot be the minimum. The
 computed float32 |L_p^-1 c|^2 is at most K_p |c|^2 (K_p ~ sigma_max(L_p^-1)^2 of the float32
 factor, inflated for float32 rounding: :func:`~fcmlc.frequentist.linalg.prune_factors`), and |c(s)|^2 is O(1) per point
-from three row sums, so every point gets a lower bound (the other parts evaluated exactly); a
-block of four points of a row is computed only when some point's bound, less a float64
-rounding margin, is <= the running minimum of some of the eight lanes (start: the true point
-and each lane's point of smallest bound). Skipped points lie strictly above the minimum, so
-the minimum and its index (tie rule) are those of the full scan.
+from three row sums, so every point gets a lower bound (the other parts evaluated exactly). K_p
+explodes where G'(p) is nearly singular (at large s2 a group's expectation nearly vanishes),
+so a second bound compares each point with one reference point per dm2 row (the row's largest
+s2): |Lf_p c|^2 <= alpha_p |R_j c|^2 with R_j the float32 factor there and alpha_p =
+sigma_max(Lf_p R_j^-1)^2 (:func:`~fcmlc.frequentist.linalg.prune_reference`; measured <= ~1.2
+along STEREO's rows); |R_j c(s)|^2 is again three row sums (two triangular products per row and
+toy), and each point takes the smaller bound. A block of four points of a row is computed only
+when some point's bound, less a float64 rounding margin, is <= the running minimum of some of
+the eight lanes (start: the true point and each lane's point of smallest bound; then the
+sixteen most promising blocks, the rest in grid order). Skipped points lie strictly above the
+minimum, so the minimum and its index (tie rule) are those of the full scan.
 
 Experiments without normalisation groups (k = 0: pull-type, or no normalisation) use the
 whitening W_e (W C W^T = I): chi2_e = |W_e (x - mu)|^2, centred on the null expectation
