@@ -843,18 +843,12 @@ FCMLC_CLONES void general_lanes_pruned(int nd, int nu, const double* __restrict 
         n_need += need[q];
       }
       if (n_need == 0) continue;
-      if (n_need > 2) {  // the whole block (four independent chains)
-        for (int q = 0; q < n; ++q) crow[u0 + q] = zero;
-        for (int i = 0; i < nc; ++i) centred_points(nls[cen[i]], j, nu, u0, n, s2, crow);
-        evaluated += n;
-      } else {  // only the points that need it, one at a time (the same per-point operations)
-        for (int q = 0; q < n; ++q) {
-          if (!need[q]) continue;
-          crow[u0 + q] = zero;
-          for (int i = 0; i < nc; ++i) centred_points(nls[cen[i]], j, nu, u0 + q, 1, s2, crow);
-          ++evaluated;
-        }
-      }
+      // the whole block even for one point: four independent accumulation chains cost about what
+      // one chain costs alone (a single point is latency-bound), and the per-point operations are
+      // the same
+      for (int q = 0; q < n; ++q) crow[u0 + q] = zero;
+      for (int i = 0; i < nc; ++i) centred_points(nls[cen[i]], j, nu, u0, n, s2, crow);
+      evaluated += n;
       for (int q = 0; q < n; ++q) {
         const std::int64_t p = p0 + q;
         if (p == pt || !need[q]) continue;
