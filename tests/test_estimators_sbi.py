@@ -306,6 +306,30 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny, references, tmp_path,
     assert model.info["training"]["networks"][model.network_name]["val_loss"] == ref["val_loss"]
 
 
+def test_cosine_schedule_resumes_to_the_same_weights(tiny, tmp_path, monkeypatch):
+    # the per-batch cosine learning rate is a function of the position in training only, so a run
+    # interrupted inside an epoch ends with the uninterrupted run's weights; the recorded rate
+    # after each epoch is lr (1 + cos(pi t)) / 2 at t = (epochs done) / max_epochs
+    cfg = {**tiny_config("npe"), "lr_schedule": "cosine"}
+    ref = estimators.train(tiny, estimator="npe", config=cfg, device="cpu", seed=4, progress=False)
+    lrs = ref.info["training"]["networks"]["flow"]["lr"]
+    n = cfg["max_epochs"]
+    # the last batch of epoch e sets the rate at t = (e + (n_train - last batch) / n_train) / n: between
+    # the epoch boundaries' values
+    for e, lr in enumerate(lrs):
+        hi, lo = (cfg["lr"] * 0.5 * (1 + np.cos(np.pi * t / n)) for t in (e, e + 1))
+        assert lo <= lr <= hi
+    out = tmp_path / "model"
+    with monkeypatch.context() as m:
+        Interrupt(m, None, 5)  # inside the third epoch
+        with pytest.raises(KeyboardInterrupt):
+            estimators.train(tiny, out=out, estimator="npe", config=cfg, device="cpu", seed=4, progress=False)
+    model = estimators.train(tiny, out=out, estimator="npe", config=cfg, device="cpu", seed=4, progress=False)
+    assert_same_weights(model, ref)
+    with pytest.raises(ValueError, match="lr_schedule must be"):
+        NPEConfig.resolve({"lr_schedule": "step"})
+
+
 # ---------------------------------------------------------------------------------------------
 # command line
 

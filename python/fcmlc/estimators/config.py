@@ -43,6 +43,10 @@ class GridEstimatorConfig:
     min_delta: float = 1e-4  # absolute improvement of the validation loss (nats) that counts
     lr_plateau_patience: int | None = 5  # reduce-on-plateau schedule (None: constant learning rate)
     lr_plateau_factor: float = 0.5
+    #: "plateau" (reduce on plateau, ``lr_plateau_*``; or a constant rate when
+    #: ``lr_plateau_patience`` is None) or "cosine": lr (1 + cos(pi t)) / 2, t the fraction of
+    #: ``max_epochs`` done, updated every batch (as the FCMLC flow's fast preset)
+    lr_schedule: str = "plateau"
     grad_clip: float | None = 5.0
     dequantize: bool = True  # jitter the grid-valued y uniformly within its grid cell
     validation_fraction: float = 0.1
@@ -129,6 +133,8 @@ class GridEstimatorConfig:
         if self.lr_plateau_patience is not None and (self.lr_plateau_patience < 0
                                                      or not 0 < self.lr_plateau_factor < 1):
             raise ValueError("lr_plateau_patience must be >= 0 (or None) and lr_plateau_factor in (0, 1)")
+        if self.lr_schedule not in ("plateau", "cosine"):
+            raise ValueError(f"lr_schedule must be 'plateau' or 'cosine', got {self.lr_schedule!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
         if not 0.0 < self.validation_fraction < 1.0:

@@ -23,7 +23,7 @@ import torch
 
 from .._progress import progress_bar
 from ..models.regressor import as_seed, make_generator
-from ..models.training import Deadline, EarlyStopping, adam, to_tensor
+from ..models.training import Deadline, EarlyStopping, adam, cosine_lr, to_tensor
 
 __all__ = ["fit_network", "VALIDATION_BLOCK"]
 
@@ -47,7 +47,8 @@ def fit_network(net: torch.nn.Module, batch_loss, train, val, cfg, x_scaler, y_s
     params = [p for p in net.parameters() if p.requires_grad]
     opt = adam(params, cfg.lr, cfg.weight_decay, dev)
     sched = None
-    if cfg.lr_plateau_patience is not None:
+    cosine = cfg.lr_schedule == "cosine"
+    if not cosine and cfg.lr_plateau_patience is not None:
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.lr_plateau_factor,
                                                            patience=cfg.lr_plateau_patience)
     xm, xs = (torch.as_tensor(a, dtype=torch.float32, device=dev) for a in (x_scaler.mean, x_scaler.scale))
@@ -101,10 +102,13 @@ def fit_network(net: torch.nn.Module, batch_loss, train, val, cfg, x_scaler, y_s
             net.train()
             rng = np.random.default_rng([int(seed), 56, epoch])
             gen = make_generator((seed, 57, epoch), dev)
-            tot, cnt, skipped, out_of_time = 0.0, 0, 0, False
+            tot, cnt, skipped, out_of_time, done = 0.0, 0, 0, False, 0
             for xb, yb in train.chunks((seed, 58, epoch)):
                 X, Y = tensors(xb, yb, rng)
                 for r0 in range(0, len(X), bs):
+                    if cosine:
+                        cosine_lr(opt, cfg.lr, epoch, done, len(train), cfg.max_epochs)
+                        done += len(X[r0:r0 + bs])
                     if len(X) - r0 < 2:  # a batch of one has no marginal pairs (NRE): left out
                         continue
                     loss = batch_loss(net, X[r0:r0 + bs], Y[r0:r0 + bs], gen)

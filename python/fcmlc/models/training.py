@@ -106,6 +106,15 @@ def adam(params, lr, weight_decay, dev) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
+def cosine_lr(opt, base_lr: float, epoch: int, done: int, n_train: int, max_epochs: int):
+    """Set ``opt``'s learning rate to the cosine schedule's value after ``done`` of ``n_train``
+    pairs of ``epoch``: base_lr (1 + cos(pi t)) / 2, t = (epoch + done / n_train) / max_epochs
+    (a function of the position only, so a resumed loop continues it exactly)."""
+    t = (epoch + done / max(n_train, 1)) / max_epochs
+    for g in opt.param_groups:
+        g["lr"] = base_lr * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+
+
 def to_tensor(a: np.ndarray, device, dtype=torch.float32) -> torch.Tensor:
     """A NumPy array as a (contiguous) tensor of ``dtype`` on ``device``."""
     return torch.from_numpy(np.ascontiguousarray(a)).to(device=device, dtype=dtype)
@@ -300,12 +309,8 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
         n_train = max(len(train), 1)
 
         def set_lr(epoch, done):
-            """The schedule's learning rate after ``done`` pairs of ``epoch`` (a function of the
-            position only, so a resumed loop continues it exactly)."""
             if config.lr_schedule == "cosine":
-                t = (epoch + done / n_train) / config.max_epochs
-                for g in opt.param_groups:
-                    g["lr"] = config.lr * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+                cosine_lr(opt, config.lr, epoch, done, n_train, config.max_epochs)
 
         epochs = progress_bar(range(first, config.max_epochs), desc="flow", unit="epoch", enabled=progress,
                               initial=first, total=config.max_epochs)
