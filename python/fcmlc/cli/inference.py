@@ -34,7 +34,7 @@ def register(subparsers) -> None:
                    help="posterior estimator (default fcmlc, the paper's pipeline): "
                         + "; ".join(f"{k}: {v}" for k, v in DESCRIPTIONS.items()))
     p.add_argument("--max-epochs", "--epochs", dest="max_epochs", type=int, default=None, metavar="N",
-                   help="maximum epochs for the regressor and for the flow (default 10000 / 200 and 20 with --fast; "
+                   help="maximum epochs for the regressor and for the flow (default 10000 / 200 and 8 with --fast; "
                         "npe, nre: of their network, see docs/estimators.md)")
     p.add_argument("--patience", type=int, default=None, metavar="N",
                    help="early-stopping patience in epochs for both networks (default 50 / 8 with --fast; npe, nre: "
