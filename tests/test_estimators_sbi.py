@@ -216,6 +216,8 @@ def test_bad_data_vectors_are_refused(trained):
 def test_settings_presets_and_overlay():
     fast = NPEConfig.resolve({"hyperparameters": "fast", "hidden": 32})
     assert fast.hyperparameters == "fast" and fast.hidden == 32 and fast.max_epochs == NPEConfig.fast().max_epochs
+    assert (fast.lr_schedule, fast.batch_size, fast.max_epochs) == ("cosine", 2048, 24)
+    assert NREConfig.fast().lr_schedule == "plateau" and NPEConfig.resolve(None).lr_schedule == "plateau"
     assert NPEConfig.resolve(None).time_budget is None and NREConfig.fast().time_budget is None
     assert NREConfig.resolve({"classifier_hidden": [16, 8]}).classifier_hidden == (16, 8)
     with pytest.raises(ValueError, match=r"unknown NPEConfig configuration keys: \['regressor'\]"):
