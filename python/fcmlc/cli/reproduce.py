@@ -25,8 +25,8 @@ def register(subparsers) -> None:
     p.add_argument("--scale", default="small", choices=tuple(SCALES),
                    help="small (default; one task in ~5 min on 2 cores), paper (the paper's sizes and training "
                         "schedule: hours), paper-fast (the paper's sizes with the fast training preset: --task all "
-                        "in a few hours on 2 cores, most of it the global fit's Feldman-Cousins map), tiny (for "
-                        "tests only)")
+                        "in about 30 min on 2 cores, almost half of it the global fit's Feldman-Cousins map), tiny "
+                        "(for tests only)")
     p.add_argument("-o", "--output", required=True, help="report directory (created; finished steps reused)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
