@@ -101,3 +101,22 @@ def test_benchmark_estimators_cli_end_to_end(tmp_path, capsys):
     assert main(["benchmark-estimators", str(tmp_path / "m"), "-o", str(out), "--trials", "60"]) != 0
     assert (out / "scoreboard.md").read_text() == before
     assert main(["benchmark-estimators", "-o", str(tmp_path / "none")]) != 0
+
+
+def test_a_model_trained_on_other_definitions_is_refused(tmp_path, capsys):
+    # scoring against trials of another model (e.g. the built-in PROSPECT for a model trained on
+    # the official release) would compare the estimator with the wrong answer: refused, naming the
+    # experiment and --data-dir
+    from fcmlc.cli import main
+
+    write_untrained_best_model(tmp_path / "m")
+    cfg_path = tmp_path / "m" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    assert cfg["experiment_hashes"]["BEST"] == ex.load("BEST").definition_hash
+    cfg["experiment_hashes"]["BEST"] = "0" * len(cfg["experiment_hashes"]["BEST"])
+    cfg_path.write_text(json.dumps(cfg))
+    assert main(["benchmark-estimators", str(tmp_path / "m"), "-o", str(tmp_path / "board"), "--trials", "20",
+                 "--no-progress"]) != 0
+    err = capsys.readouterr().err
+    assert "the definition of BEST" in err and "--data-dir" in err
+    assert not (tmp_path / "board" / "scoreboard.md").exists()

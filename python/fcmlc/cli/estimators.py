@@ -38,6 +38,9 @@ def register(subparsers) -> None:
     p.add_argument("--samples", type=int, default=1000, help="MC-dropout samples per fcmlc/ensemble fit "
                                                              "(default 1000)")
     p.add_argument("--fit-vectors", type=int, default=20, help="single-vector fits timed per model (default 20)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the official data releases the models were trained with (PROSPECT, DANSS, "
+                        "NEOS); a model whose experiment definitions differ from the ones loaded is refused")
     p.add_argument("--threads", type=int, default=None, help="threads (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace the files of an earlier scoreboard")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -70,7 +73,7 @@ def cmd_benchmark_estimators(args) -> int:
                 print(f"{name}: trained in {time.perf_counter() - t:.0f} s", flush=True)
             models.append(str(d))
     board = scoreboard(models, trials=args.trials, seed=args.seed, n_samples=args.samples, threads=args.threads,
-                       fit_vectors=args.fit_vectors, progress=not args.no_progress)
+                       fit_vectors=args.fit_vectors, progress=not args.no_progress, data_dir=args.data_dir)
     with out.writing() as stage:
         board.save(stage)
     print(board.to_markdown())

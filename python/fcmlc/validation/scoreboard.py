@@ -30,13 +30,13 @@ import numpy as np
 from .. import __version__
 from .._checks import check_levels, check_positive_int, check_seed, check_threads
 from .._io import atomic_write_text, jsonable, save_figure
-from ..data_vectors import model_experiments
+from ..exceptions import IncompatibleError
 from ..simulation import realizations
 from .coverage_check import coverage
 from .inputs import load_model
 from .truth import draw_truths
 
-__all__ = ["score", "scoreboard", "Scoreboard", "task_name", "SCOREBOARD_FILES"]
+__all__ = ["score", "scoreboard", "scored_experiments", "Scoreboard", "task_name", "SCOREBOARD_FILES"]
 
 #: the files :meth:`Scoreboard.save` writes
 SCOREBOARD_FILES = ("scoreboard.md", "scoreboard.json", "scoreboard.png")
@@ -51,8 +51,25 @@ def task_name(experiments) -> str:
     return names[0] if len(names) == 1 else "global (" + "+".join(names) + ")"
 
 
-def _fit_seconds(model, fit_vectors: int, seed: int, n_samples: int, threads) -> list:
-    eset = model_experiments(model)
+def scored_experiments(model, data_dir=None) -> list:
+    """The model's experiments as it was trained on them (loaded with ``data_dir``, the folder of
+    the official data releases): IncompatibleError when a definition differs from the one recorded
+    in the model directory, since trials of another model would score the estimator against the
+    wrong answer."""
+    from .. import experiments as ex
+
+    exps = [ex.load(name, data_dir=data_dir) for name in model.experiments]
+    saved = (getattr(model, "info", None) or {}).get("experiment_hashes") or {}
+    changed = [e.name for e in exps if saved.get(e.name) and saved[e.name] != e.definition_hash]
+    if changed:
+        where = f"with data_dir {str(data_dir)!r}" if data_dir is not None else "without a data directory"
+        raise IncompatibleError(f"the definition of {', '.join(changed)} loaded {where} differs from the one the "
+                                "model was trained on: pass the folder of the data releases it was trained with "
+                                "(data_dir=, --data-dir)")
+    return exps
+
+
+def _fit_seconds(model, eset, fit_vectors: int, seed: int, n_samples: int, threads) -> list:
     yg = model.y_grid
     u, d, _ = draw_truths("continuous", fit_vectors + 1, seed + TIMING_STREAM, yg.ue4_range, yg.dm2_range, None)
     X = realizations(eset, u, d, n_per_point=1, seed=seed + TIMING_STREAM, threads=threads)[:, 0, :]
@@ -65,9 +82,11 @@ def _fit_seconds(model, fit_vectors: int, seed: int, n_samples: int, threads) ->
 
 
 def score(model, trials: int = 2000, seed: int = 7, levels=(0.68, 0.90, 0.95), n_samples: int = 1000,
-          threads=None, fit_vectors: int = 20, progress: bool = False) -> dict:
-    """One scoreboard row for ``model`` (a model directory or a loaded model of any estimator)."""
+          threads=None, fit_vectors: int = 20, progress: bool = False, data_dir=None) -> dict:
+    """One scoreboard row for ``model`` (a model directory or a loaded model of any estimator);
+    ``data_dir``: where the data releases of its experiments are (:func:`scored_experiments`)."""
     model = load_model(model)
+    exps = scored_experiments(model, data_dir)
     trials = check_positive_int(trials, "trials")
     fit_vectors = check_positive_int(fit_vectors, "fit_vectors")
     seed = check_seed(seed)
@@ -75,9 +94,9 @@ def score(model, trials: int = 2000, seed: int = 7, levels=(0.68, 0.90, 0.95), n
     threads = check_threads(threads)
     t = time.perf_counter()
     res = coverage(model, trials=trials, levels=levels, seed=seed, methods=("fcmlc", "exact"), n_samples=n_samples,
-                   threads=threads, progress=progress)
+                   threads=threads, experiments=exps, progress=progress)
     check_seconds = time.perf_counter() - t
-    fits = _fit_seconds(model, fit_vectors, seed, n_samples, threads)
+    fits = _fit_seconds(model, exps, fit_vectors, seed, n_samples, threads)
     fr, iv = res.fraction, res.interval
     dist = res.meta.get("fcmlc_vs_exact", {})
     training = (getattr(model, "info", None) or {}).get("training") or {}
@@ -104,8 +123,9 @@ def score(model, trials: int = 2000, seed: int = 7, levels=(0.68, 0.90, 0.95), n
 
 
 def scoreboard(models, trials: int = 2000, seed: int = 7, levels=(0.68, 0.90, 0.95), n_samples: int = 1000,
-               threads=None, fit_vectors: int = 20, progress: bool = False) -> "Scoreboard":
-    """Score every model in ``models`` (directories or loaded models) on the same trials."""
+               threads=None, fit_vectors: int = 20, progress: bool = False, data_dir=None) -> "Scoreboard":
+    """Score every model in ``models`` (directories or loaded models) on the same trials
+    (``data_dir``: the folder of the data releases the models were trained with)."""
     models = list(models)
     if not models:
         raise ValueError("no models to score")
@@ -113,8 +133,9 @@ def scoreboard(models, trials: int = 2000, seed: int = 7, levels=(0.68, 0.90, 0.
     for m in models:
         if progress:
             print(f"scoring {m}", flush=True)
-        rows.append(score(m, trials, seed, levels, n_samples, threads, fit_vectors, progress))
+        rows.append(score(m, trials, seed, levels, n_samples, threads, fit_vectors, progress, data_dir))
     meta = {"trials": trials, "seed": seed, "levels": list(check_levels(levels)), "n_samples": n_samples,
+            "data_dir": None if data_dir is None else str(data_dir),
             "threads": threads, "fit_vectors": fit_vectors, "fcmlc_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     return Scoreboard(rows, meta)
