@@ -605,9 +605,10 @@ struct BlockKey {
 // at pt, then at the point of smallest lbm of each lane, then every block of up to
 // CENTRED_BLOCK points of a row with lbm(p) <= best in some lane, the sixteen of smallest
 // lbm - best first (lbm(p) > best[l] for every lane of every point of the block: skipped; their
-// computed values exceed best >= the final minimum; one or two points to compute: only those,
-// one at a time). A computed point has exactly general_lanes' operations (base + crow), and
-// take_min does not depend on the order of the points, so the result is that of the full scan.
+// computed values exceed best >= the final minimum; otherwise the whole block is computed and its
+// points that need it enter the minimum). A computed point has exactly general_lanes' operations
+// (base + crow), and take_min does not depend on the order of the points, so the result is that
+// of the full scan.
 FCMLC_CLONES void general_lanes_pruned(int nd, int nu, const double* __restrict s2, const double* __restrict gsum,
                                        const double* __restrict nsum, int n_gen, const double* const* rls,
                                        const double* const* ms, const int* ks, int n_norm, const NormLane* nls,

@@ -114,13 +114,15 @@ def prune_reference(factors: np.ndarray, s2, n_dm2: int, max_cond: float = 1e6):
     not); measured on STEREO's paper grid, alpha_p against the row's s2 = 1 point stays below ~1.2
     along whole rows, so one reference per row makes the bound nearly tight everywhere.
 
-    Returns (ref (n_dm2,) int64, -1 for a row whose R_j is too ill-conditioned to invert
-    reliably (cond > `max_cond`), A (n_points,), B (n_points,)) with
-    A_p = (1 + g)(1 + 1e-6)(alpha_p (1 + 1e-8) + 1e-10 |Lf_p R_j^-1|_F^2) and
+    Returns (ref (n_dm2,) int64, -1 for a row whose R_j is too ill-conditioned to be useful
+    (cond > `max_cond`, or singular), A (n_points,), B (n_points,)) with
+    A_p = (1 + g)(1 + 1e-6) alpha_p and
     B_p = g (1 + 1e-6) |Lf_p|_F^2, g = 4 (kn + 2) 2^-24 as in :func:`prune_factors`: the computed
     float32 quadratic form is at most (1 + g)|Lf c_t|^2 + g |Lf|_F^2 |c_t|^2 and c_t = c + delta
-    (float32 rounding of c(s2), covered by the K_p term); the 1e-8 / 1e-10 terms cover the float64
-    errors of R_j^-1 (cond <= 1e6) and of the eigenvalue."""
+    (float32 rounding of c(s2), covered by the K_p term). alpha_p is computed in float64 from
+    M = Lf_p R_j^-1 and made an upper bound: (sqrt(lambda_max(M^T M) + 1e-10 |M|_F^2) + e)^2 (1 + 1e-8),
+    e >= |Lf_p R_j^-1 - M|_2 from the residual |M R_j - Lf_p| (plus its own rounding) times
+    |R_j^-1|_2 (an a-posteriori bound: valid however ill-conditioned R_j is)."""
     L, kn = _unpack_float32(factors)
     s2 = np.asarray(s2, dtype=float)
     nu = s2.size
@@ -132,13 +134,21 @@ def prune_reference(factors: np.ndarray, s2, n_dm2: int, max_cond: float = 1e6):
     fro2 = np.einsum("jupq,jupq->ju", L, L)
     for j in np.flatnonzero(ref >= 0):
         R = L[j, u_ref]
-        if np.linalg.cond(R) > max_cond:
+        if not np.linalg.cond(R) <= max_cond:
             ref[j] = -1
             continue
-        M = L[j] @ np.linalg.inv(R)  # (nu, kn, kn): Lf_p R^-1
-        alpha = np.linalg.eigvalsh(np.einsum("uab,uac->ubc", M, M))[:, -1]
-        A[j] = (1.0 + g) * (1.0 + 1e-6) * (np.maximum(alpha, 0.0) * (1.0 + 1e-8)
-                                            + 1e-10 * np.einsum("uab,uab->u", M, M))
+        Rinv = np.linalg.inv(R)
+        M = L[j] @ Rinv  # (nu, kn, kn): Lf_p R^-1 as computed
+        fro = np.einsum("uab,uab->u", M, M)
+        alpha = np.maximum(np.linalg.eigvalsh(np.einsum("uab,uac->ubc", M, M))[:, -1], 0.0) + 1e-10 * fro
+        # a-posteriori bound on |M_exact - M|_2 <= |M R - L| |R^-1|: the residual as computed plus
+        # its own float64 rounding, (kn + 2) 2^-53 | |M| |R| |, with |R^-1|_2 inflated 1 %
+        resid = M @ R - L[j]
+        res = np.sqrt(np.einsum("uab,uab->u", resid, resid))
+        absmr = np.abs(M) @ np.abs(R)
+        err = (res + (kn + 2) * 2.0 ** -53 * np.sqrt(np.einsum("uab,uab->u", absmr, absmr))) \
+            * 1.01 * np.linalg.norm(Rinv, 2)
+        A[j] = (1.0 + g) * (1.0 + 1e-6) * (1.0 + 1e-8) * (np.sqrt(alpha) + err) ** 2
     B = g * (1.0 + 1e-6) * fro2
     return ref, np.ascontiguousarray(A.reshape(-1)), np.ascontiguousarray(B.reshape(-1))
 
