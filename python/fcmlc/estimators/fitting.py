@@ -23,7 +23,8 @@ import torch
 
 from .._progress import progress_bar
 from ..models.regressor import as_seed, make_generator
-from ..models.training import Deadline, EarlyStopping, adam, cosine_lr, to_tensor
+from ..models.training import (Deadline, EarlyStopping, adam, cosine_lr, forked_devices, loop_state, restore_loop,
+                               to_tensor)
 
 __all__ = ["fit_network", "VALIDATION_BLOCK"]
 
@@ -75,23 +76,14 @@ def fit_network(net: torch.nn.Module, batch_loss, train, val, cfg, x_scaler, y_s
                     tot += float(batch_loss(net, xb, yb, g)) * len(xb)
         return tot / max(len(val_y), 1)
 
-    fork = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    fork = forked_devices(dev)
     with torch.random.fork_rng(devices=fork):
         torch.manual_seed(as_seed((seed, 55)))  # dropout layers draw from the global generator
         stopper = EarlyStopping(cfg.patience, cfg.min_delta, relative=False)
         hist = {"train_loss": [], "val_loss": [], "lr": [], "epoch_seconds": [], "skipped_batches": []}
         first = 0
         if resume is not None:
-            net.load_state_dict(resume["net"])
-            opt.load_state_dict(resume["optimizer"])
-            if sched is not None:
-                sched.load_state_dict(resume["scheduler"])
-            stopper.load(resume["stopper"])
-            torch.set_rng_state(resume["rng"])
-            if fork:
-                torch.cuda.set_rng_state(resume["cuda_rng"], fork[0])
-            hist = {k: list(v) for k, v in resume["history"].items()}
-            first = int(resume["epoch"])
+            hist, first = restore_loop(resume, "net", net, opt, sched, stopper, fork=fork)
         deadline = Deadline(cfg.time_budget, resume["seconds"] if resume is not None else 0.0)
         stop_reason = "max_epochs"
         bs = int(cfg.batch_size)
@@ -142,10 +134,7 @@ def fit_network(net: torch.nn.Module, batch_loss, train, val, cfg, x_scaler, y_s
                 stop_reason = reason
                 break
             if on_epoch is not None and epoch + 1 < cfg.max_epochs:
-                on_epoch({"epoch": epoch + 1, "net": net.state_dict(), "optimizer": opt.state_dict(),
-                          "scheduler": None if sched is None else sched.state_dict(), "stopper": stopper.state(),
-                          "rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(fork[0]) if fork else None,
-                          "history": hist, "seconds": deadline.elapsed()})
+                on_epoch(loop_state(epoch, "net", net, opt, sched, stopper, hist, deadline, fork=fork))
         epochs.close()
     if stopper.best_state is None:
         raise FloatingPointError(f"the {name}'s validation loss was never finite: training diverged (try a smaller "

@@ -106,6 +106,44 @@ def adam(params, lr, weight_decay, dev) -> torch.optim.Adam:
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
+def forked_devices(dev: torch.device) -> list:
+    """The CUDA devices whose generators ``torch.random.fork_rng`` must fork for a loop on ``dev``."""
+    return [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+
+
+def loop_state(epoch: int, module_key: str, module, opt, sched, stopper, hist, deadline, *, gen=None, fork=()) -> dict:
+    """What a training loop passes to ``on_epoch`` after ``epoch`` (restored by
+    :func:`restore_loop`): the weights under ``module_key``, optimizer, scheduler (None when the
+    loop has none), early-stopping state, history, seconds so far, and the random state the loop
+    draws from: ``gen`` (an explicit generator) or torch's global generators (``fork``: the CUDA
+    devices forked, as for ``torch.random.fork_rng``)."""
+    state = {"epoch": epoch + 1, module_key: module.state_dict(), "optimizer": opt.state_dict(),
+             "scheduler": None if sched is None else sched.state_dict(), "stopper": stopper.state()}
+    if gen is not None:
+        state["generator"] = gen.get_state()
+    else:
+        state["rng"] = torch.get_rng_state()
+        state["cuda_rng"] = torch.cuda.get_rng_state(fork[0]) if fork else None
+    state.update(history=hist, seconds=deadline.elapsed())
+    return state
+
+
+def restore_loop(resume: dict, module_key: str, module, opt, sched, stopper, *, gen=None, fork=()):
+    """Restore a :func:`loop_state` into the loop's objects; returns (history, first epoch)."""
+    module.load_state_dict(resume[module_key])
+    opt.load_state_dict(resume["optimizer"])
+    if sched is not None:
+        sched.load_state_dict(resume["scheduler"])
+    stopper.load(resume["stopper"])
+    if gen is not None:
+        gen.set_state(resume["generator"])
+    else:
+        torch.set_rng_state(resume["rng"])
+        if fork:
+            torch.cuda.set_rng_state(resume["cuda_rng"], fork[0])
+    return {k: list(v) for k, v in resume["history"].items()}, int(resume["epoch"])
+
+
 def cosine_lr(opt, base_lr: float, epoch: int, done: int, n_train: int, max_epochs: int):
     """Set ``opt``'s learning rate to the cosine schedule's value after ``done`` of ``n_train``
     pairs of ``epoch``: base_lr (1 + cos(pi t)) / 2, t = (epoch + done / n_train) / max_epochs
@@ -153,14 +191,7 @@ def fit_regressor(train: Samples, val: Samples, config: RegressorConfig, *, devi
     hist = {"train_loss": [], "val_loss": [], "epoch_seconds": [], "lr": []}
     first = 0
     if resume is not None:
-        net.load_state_dict(resume["net"])
-        opt.load_state_dict(resume["optimizer"])
-        if sched is not None:
-            sched.load_state_dict(resume["scheduler"])
-        stopper.load(resume["stopper"])
-        gen.set_state(resume["generator"])
-        hist = {k: list(v) for k, v in resume["history"].items()}
-        first = int(resume["epoch"])
+        hist, first = restore_loop(resume, "net", net, opt, sched, stopper, gen=gen)
     deadline = Deadline(time_budget, resume["seconds"] if resume is not None else 0.0)
     stop_reason = "max_epochs"
     bs = int(config.batch_size)
@@ -219,9 +250,7 @@ def fit_regressor(train: Samples, val: Samples, config: RegressorConfig, *, devi
             stop_reason = reason
             break
         if on_epoch is not None and epoch + 1 < config.max_epochs:
-            on_epoch({"epoch": epoch + 1, "net": net.state_dict(), "optimizer": opt.state_dict(),
-                      "scheduler": None if sched is None else sched.state_dict(), "stopper": stopper.state(),
-                      "generator": gen.get_state(), "history": hist, "seconds": deadline.elapsed()})
+            on_epoch(loop_state(epoch, "net", net, opt, sched, stopper, hist, deadline, gen=gen))
     epochs.close()
     if stopper.best_state is not None:
         net.load_state_dict(stopper.best_state)
@@ -287,7 +316,7 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
                 tot += float(torch.sum(lp))
         return -tot / max(len(val_y), 1)
 
-    fork = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    fork = forked_devices(dev)
     with torch.random.fork_rng(devices=fork):
         # the flow's own dropout layers (normflows nn.Dropout) draw from the global generator
         torch.manual_seed(as_seed((seed, 24)))
@@ -295,14 +324,7 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
         hist = {"train_nll": [], "val_nll": [], "epoch_seconds": [], "skipped_batches": [], "lr": []}
         first = 0
         if resume is not None:
-            flow.flow.load_state_dict(resume["flow"])
-            opt.load_state_dict(resume["optimizer"])
-            stopper.load(resume["stopper"])
-            torch.set_rng_state(resume["rng"])
-            if fork:
-                torch.cuda.set_rng_state(resume["cuda_rng"], fork[0])
-            hist = {k: list(v) for k, v in resume["history"].items()}
-            first = int(resume["epoch"])
+            hist, first = restore_loop(resume, "flow", flow.flow, opt, None, stopper, fork=fork)
         deadline = Deadline(time_budget, resume["seconds"] if resume is not None else 0.0)
         stop_reason = "max_epochs"
         bs = int(config.batch_size)
@@ -359,10 +381,7 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
                 stop_reason = reason
                 break
             if on_epoch is not None and epoch + 1 < config.max_epochs:
-                on_epoch({"epoch": epoch + 1, "flow": flow.flow.state_dict(), "optimizer": opt.state_dict(),
-                          "stopper": stopper.state(), "rng": torch.get_rng_state(),
-                          "cuda_rng": torch.cuda.get_rng_state(fork[0]) if fork else None,
-                          "history": hist, "seconds": deadline.elapsed()})
+                on_epoch(loop_state(epoch, "flow", flow.flow, opt, None, stopper, hist, deadline, fork=fork))
         epochs.close()
     if stopper.best_state is None:
         raise FloatingPointError("the flow's validation loss was never finite: training diverged "
