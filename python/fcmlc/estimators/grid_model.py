@@ -26,7 +26,7 @@ import torch
 from .. import __version__
 from .._io import save_npz
 from .._torch_env import torch_threads
-from ..models.directory import ModelDirectoryError, load_state, read_config, read_scalers, save_tensors, write_config
+from ..models.directory import ModelDirectoryError, load_state, read_config, read_inputs, save_tensors, write_config
 from ..models.features import FeatureMap, check_data_vectors, feature_text
 from ..models.flow import CellGrid
 from ..models.regressor import Standardizer
@@ -192,18 +192,11 @@ class GridModel:
         if cfg.get("estimator") != cls.estimator:
             raise ModelDirectoryError(f"{cpath}: holds a {cfg.get('estimator', 'fcmlc')!r} model, not "
                                       f"{cls.estimator!r}")
+        n_features, experiments, features, y_grid, x_scaler, y_scaler = read_inputs(d, cfg)
         try:
-            n_features = int(cfg["n_features"])
             arch = dict(cfg["network"])
-            y_grid = CellGrid.from_dict(cfg["grids"]["y"])
-            experiments = list(cfg["experiments"])
-            features = FeatureMap.from_dict(cfg["features"])
         except (KeyError, TypeError, ValueError) as e:
             raise ModelDirectoryError(f"{cpath}: incomplete or invalid model description ({e!r})") from None
-        x_scaler, y_scaler = read_scalers(d, n_features)
-        if features.n_features != n_features:
-            raise ModelDirectoryError(f"{cpath}: the feature map covers {features.n_features} bins but "
-                                      f"n_features = {n_features}")
         try:
             network = cls.network_class.from_architecture(arch)
         except (KeyError, TypeError, ValueError) as e:

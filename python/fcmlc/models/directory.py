@@ -46,7 +46,7 @@ from .regressor import Regressor, Standardizer, build_regressor_net
 __all__ = ["ModelDirectoryError", "save_tensors", "FORMAT_NAME", "FORMAT_VERSION", "MODEL_FILES",
            "write_model_directory",
            "read_model_directory", "check_replaceable", "publish_model_directory", "write_config", "read_config",
-           "load_state", "sha256_file", "read_scalers"]
+           "load_state", "sha256_file", "read_scalers", "read_inputs"]
 
 FORMAT_NAME = "fcmlc-model"
 FORMAT_VERSION = 2
@@ -231,6 +231,25 @@ def read_scalers(directory, n_features: int):
     return x_scaler, y_scaler
 
 
+def read_inputs(directory, cfg: dict):
+    """What the config.json of every estimator's model directory records about its inputs and
+    posterior grid, checked: (n_features, experiments, FeatureMap, y CellGrid, x_scaler,
+    y_scaler); :class:`ModelDirectoryError` naming the file and the problem otherwise."""
+    cpath = Path(directory) / "config.json"
+    try:
+        n_features = int(cfg["n_features"])
+        y_grid = CellGrid.from_dict(cfg["grids"]["y"])
+        experiments = list(cfg["experiments"])
+        features = FeatureMap.from_dict(cfg["features"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ModelDirectoryError(f"{cpath}: incomplete or invalid model description ({e!r})") from None
+    x_scaler, y_scaler = read_scalers(directory, n_features)
+    if features.n_features != n_features:
+        raise ModelDirectoryError(f"{cpath}: the feature map covers {features.n_features} bins but "
+                                  f"n_features = {n_features}")
+    return n_features, experiments, features, y_grid, x_scaler, y_scaler
+
+
 def read_model_directory(directory, device=None, verify: bool = True) -> dict:
     """Read a model directory written by :func:`write_model_directory` (no code is unpickled):
     the arguments of the :class:`~fcmlc.models.FCMLC` constructor, by name.
@@ -243,21 +262,13 @@ def read_model_directory(directory, device=None, verify: bool = True) -> dict:
     cfg = read_config(d, MODEL_FILES, verify)
     cpath = d / "config.json"
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    n_features, experiments, features, y_grid, x_scaler, y_scaler = read_inputs(d, cfg)
     try:
-        n_features = int(cfg["n_features"])
         rarch = cfg["regressor"]
         farch = cfg["flow"]
         yhat_grid = CellGrid.from_dict(cfg["grids"]["yhat"])
-        y_grid = CellGrid.from_dict(cfg["grids"]["y"])
-        experiments = list(cfg["experiments"])
-        features = FeatureMap.from_dict(cfg["features"])
     except (KeyError, TypeError, ValueError) as e:
         raise ModelDirectoryError(f"{cpath}: incomplete or invalid model description ({e!r})") from None
-
-    x_scaler, y_scaler = read_scalers(d, n_features)
-    if features.n_features != n_features:
-        raise ModelDirectoryError(f"{cpath}: the feature map covers {features.n_features} bins but "
-                                  f"n_features = {n_features}")
 
     # regressor
     try:
