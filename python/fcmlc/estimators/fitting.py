@@ -23,8 +23,8 @@ import torch
 
 from .._progress import progress_bar
 from ..models.regressor import as_seed, make_generator
-from ..models.training import (Deadline, EarlyStopping, adam, cosine_lr, forked_devices, loop_state, restore_loop,
-                               to_tensor)
+from ..models.training import (Deadline, EarlyStopping, adam, cosine_lr, forked_devices, loop_state,
+                               optimizer_step, restore_loop, to_tensor)
 
 __all__ = ["fit_network", "VALIDATION_BLOCK"]
 
@@ -104,14 +104,9 @@ def fit_network(net: torch.nn.Module, batch_loss, train, val, cfg, x_scaler, y_s
                     if len(X) - r0 < 2:  # a batch of one has no marginal pairs (NRE): left out
                         continue
                     loss = batch_loss(net, X[r0:r0 + bs], Y[r0:r0 + bs], gen)
-                    if not torch.isfinite(loss):
+                    if not optimizer_step(opt, loss, params, cfg.grad_clip):
                         skipped += 1
                         continue
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                    opt.step()
                     nb = min(bs, len(X) - r0)
                     tot += float(loss.detach()) * nb
                     cnt += nb

@@ -144,6 +144,19 @@ def restore_loop(resume: dict, module_key: str, module, opt, sched, stopper, *, 
     return {k: list(v) for k, v in resume["history"].items()}, int(resume["epoch"])
 
 
+def optimizer_step(opt, loss: torch.Tensor, params, grad_clip) -> bool:
+    """One optimizer step on ``loss`` (gradients clipped to norm ``grad_clip`` when set); False,
+    and no step, when the loss is not finite (the caller counts the batch as skipped)."""
+    if not torch.isfinite(loss):
+        return False
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    return True
+
+
 def cosine_lr(opt, base_lr: float, epoch: int, done: int, n_train: int, max_epochs: int):
     """Set ``opt``'s learning rate to the cosine schedule's value after ``done`` of ``n_train``
     pairs of ``epoch``: base_lr (1 + cos(pi t)) / 2, t = (epoch + done / n_train) / max_epochs
@@ -352,14 +365,9 @@ def fit_flow(regressor: Regressor, train: Samples, val: Samples, config: FlowCon
                         set_lr(epoch, done)
                         done += len(Y[r0:r0 + bs])
                         loss = -torch.mean(flow.flow.log_prob(Y[r0:r0 + bs], context=C[r0:r0 + bs]))
-                        if not torch.isfinite(loss):
+                        if not optimizer_step(opt, loss, params, config.grad_clip):
                             skipped += 1
                             continue
-                        opt.zero_grad(set_to_none=True)
-                        loss.backward()
-                        if config.grad_clip:
-                            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-                        opt.step()
                         nb = len(Y[r0:r0 + bs])
                         tot += float(loss.detach()) * nb
                         cnt += nb
