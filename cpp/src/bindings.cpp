@@ -9,6 +9,7 @@ void register_kde(py::module_& m);
 void register_integrate(py::module_& m);
 void register_chi2(py::module_& m);
 void register_transition(py::module_& m);
+void register_exact(py::module_& m);
 }  // namespace fcmlc
 
 PYBIND11_MODULE(_core, m) {
@@ -26,4 +27,5 @@ PYBIND11_MODULE(_core, m) {
   fcmlc::register_integrate(m);
   fcmlc::register_chi2(m);
   fcmlc::register_transition(m);
+  fcmlc::register_exact(m);
 }

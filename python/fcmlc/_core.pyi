@@ -118,6 +118,16 @@ def integrate_grid(
     """Eq. 2 on grids: out[b, c] = sum_k transition[k, c] * p_yhat[b, k] * cell_area[k]. p_yhat (batch,
     n_k), transition (n_k, n_c), cell_area (n_k,) -> (batch, n_c)."""
 
+# ---- the exact posterior's shape-only likelihood (exact.cpp) -------------------------------
+
+def radial_laplace(H: _F64, b: _F64, m: _F64, tol: _Float = 1e-10, max_iter: _Int = 200, row: _Int = 1,
+                   threads: _Int | None = None) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """For each row b_p of b (P, k): the minimiser r > 0 of phi(r) = r^T H r / 2 - b_p^T r - m^T log r (H
+    positive definite, every m_g >= 1), phi there and log det(H + diag(m / r^2)) - log det H, by safeguarded
+    Newton -> (r (P, k), phi (P,), logdet (P,)). Points are taken in rows of `row` consecutive points, each
+    started from its predecessor's minimiser (the first from H^-1 b). The radial Laplace integral of
+    fcmlc.exact's shape-only experiments; NumPy reference fcmlc.reference.radial_laplace."""
+
 # ---- chi2 scans and Feldman-Cousins toys (chi2.cpp) ----------------------------------------
 
 class Chi2Kernel:
