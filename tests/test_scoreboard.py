@@ -84,6 +84,29 @@ def test_scoreboard_numbers_are_in_range_and_rank_the_closer_estimator_first(tmp
     assert json.loads((tmp_path / "scoreboard.json").read_text())["format"] == "fcmlc-scoreboard"
 
 
+def test_models_of_one_task_share_the_exact_posteriors(monkeypatch):
+    # the scoreboard computes each trial's exact posterior once for all models of a task, and
+    # the rows are those of separate score() calls
+    from fcmlc.validation.scoreboard import SharedExact
+
+    calls = []
+    orig = ExactModel.log_posterior
+
+    def counted(self, x):
+        if isinstance(self, SharedExact):
+            calls.append(len(np.atleast_2d(x)))
+        return orig(self, x)
+
+    monkeypatch.setattr(ExactModel, "log_posterior", counted)
+    models = [ExactAsModel("BEST", blur=0.6), ExactAsModel("BEST", blur=0.3)]
+    board = scoreboard(models, trials=90, seed=5, fit_vectors=2)
+    assert sum(calls) == 90
+    for m, row in zip(models, board.rows):
+        alone = score(m, trials=90, seed=5, fit_vectors=2)
+        for key in ("coverage", "exact_coverage", "total_variation", "kl", "iou"):
+            assert row[key] == alone[key], key
+
+
 def test_benchmark_estimators_cli_end_to_end(tmp_path, capsys):
     """A real model directory (conftest.write_untrained_best_model) through the command."""
     from fcmlc.cli import main
@@ -120,3 +143,11 @@ def test_a_model_trained_on_other_definitions_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "the definition of BEST" in err and "--data-dir" in err
     assert not (tmp_path / "board" / "scoreboard.md").exists()
+
+
+def test_an_exact_model_on_other_cells_is_refused():
+    from fcmlc.validation import coverage
+
+    with pytest.raises(ValueError, match="not on the model's posterior cells"):
+        coverage(ExactAsModel("BEST"), trials=5, methods=("fcmlc", "exact"), exact=ExactModel([ex.load("BEST")],
+                                                                                              Grid(shape=(5, 5))))

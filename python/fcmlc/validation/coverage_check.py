@@ -294,7 +294,7 @@ def _coverage_meta(model, eset, fc, grid: Grid, truths, seed, n_samples, trials,
 def coverage(model, trials: int = 2000, levels=(0.68, 0.90, 0.95), seed: int = 0, methods=None, fc=None,
              n_samples: int = 1000, threads=None, truths: str = "continuous", grid: Grid | None = None,
              experiments=None, band: float = 0.6827, interval_method: str = "beta", curve_points: int = 101,
-             progress: bool = False) -> CoverageResult:
+             progress: bool = False, exact=None) -> CoverageResult:
     """Coverage check of FCMLC credible regions, Wilks and Feldman-Cousins regions (Sec. II C 2).
 
     ``trials`` truths are drawn from the prior (uniform in log10|Ue4|, log10 dm2 over the
@@ -323,6 +323,10 @@ def coverage(model, trials: int = 2000, levels=(0.68, 0.90, 0.95), seed: int = 0
     band: confidence of the binomial bands (0.6827 = 1 sigma), ``interval_method`` 'beta'
     (Clopper-Pearson) or 'wilson'. curve_points: nominal levels of the expected-coverage curve
     (evenly spaced over [0, 1]).
+
+    exact: an :class:`fcmlc.exact.ExactModel` to use for 'exact' (e.g. one shared by several
+    models of the same task, :func:`fcmlc.validation.scoreboard`); it must be on the model's
+    posterior cells and of the simulated experiments (ValueError otherwise). None: built here.
 
     ``model`` may be any object with ``experiments``, ``y_grid`` (cells uniform in log10, with
     ``ue4_range``, ``dm2_range``, ``n_ue4``, ``n_dm2``, ``log_ue4_edges``, ``log_dm2_edges``) and
@@ -363,11 +367,17 @@ def coverage(model, trials: int = 2000, levels=(0.68, 0.90, 0.95), seed: int = 0
     failed = np.zeros(trials, bool)
     lv = np.asarray(levels)
     try:
-        exact = None
-        if "exact" in methods:
+        if "exact" not in methods:
+            exact = None
+        else:
             t = time.perf_counter()
             yg = model.y_grid
-            exact = ExactModel(eset.experiments, grid_of_centres(yg.ue4_centres, yg.dm2_centres), threads=threads)
+            cells = grid_of_centres(yg.ue4_centres, yg.dm2_centres)
+            if exact is None:
+                exact = ExactModel(eset.experiments, cells, threads=threads)
+            elif exact.grid != cells or list(exact.names) != [str(e.name) for e in eset.experiments]:
+                raise ValueError(f"the exact model given ({exact!r}) is not on the model's posterior cells "
+                                 f"{cells.shape} for the experiments {[str(e.name) for e in eset.experiments]}")
             timings["exact_setup"] = time.perf_counter() - t
         if "fcmlc" in methods:
             t = time.perf_counter()

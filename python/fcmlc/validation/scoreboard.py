@@ -16,10 +16,12 @@ model given -- and 'exact') and records
 :func:`scoreboard` scores a list of models; :class:`Scoreboard` writes the Markdown table
 (``scoreboard.md``), the JSON record and a figure (``scoreboard.png``: coverage deviation from
 nominal with bands, and the TV distance, per task and estimator). All models of one task are
-scored on the same trials (same ``seed``), so their numbers are directly comparable.
+scored on the same trials (same ``seed``), so their numbers are directly comparable; their exact
+posteriors are computed once (:class:`SharedExact`).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -30,13 +32,14 @@ import numpy as np
 from .. import __version__
 from .._checks import check_levels, check_positive_int, check_seed, check_threads
 from .._io import atomic_write_text, jsonable, save_figure
+from ..exact import ExactModel, grid_of_centres
 from ..exceptions import IncompatibleError
 from ..simulation import realizations
 from .coverage_check import coverage
 from .inputs import load_model
 from .truth import draw_truths
 
-__all__ = ["score", "scoreboard", "scored_experiments", "Scoreboard", "task_name", "SCOREBOARD_FILES"]
+__all__ = ["score", "scoreboard", "SharedExact", "scored_experiments", "Scoreboard", "task_name", "SCOREBOARD_FILES"]
 
 #: the files :meth:`Scoreboard.save` writes
 SCOREBOARD_FILES = ("scoreboard.md", "scoreboard.json", "scoreboard.png")
@@ -81,10 +84,40 @@ def _fit_seconds(model, eset, fit_vectors: int, seed: int, n_samples: int, threa
     return out[1:]  # the first call pays one-off costs (caches, lazy imports)
 
 
+class SharedExact(ExactModel):
+    """An :class:`fcmlc.exact.ExactModel` that keeps the log posteriors it computed, keyed by the
+    data vectors' bytes: the models of one task are scored on the same trials, so their exact
+    posteriors are computed once (:func:`scoreboard`; 2000 trials x 10^4 cells hold 160 MB)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._memo = {}
+
+    def log_posterior(self, x):
+        X = np.ascontiguousarray(x, dtype=float)
+        key = (X.shape, hashlib.sha256(X.tobytes()).hexdigest())
+        if key not in self._memo:
+            self._memo[key] = super().log_posterior(X)
+        return self._memo[key]
+
+
+def _shared_exact(model, exps, threads, shared: dict):
+    """The task's :class:`SharedExact` from ``shared`` (created on first use), keyed by the
+    experiments' definitions and the model's posterior cells."""
+    yg = model.y_grid
+    cells = grid_of_centres(yg.ue4_centres, yg.dm2_centres)
+    key = (tuple(e.definition_hash for e in exps), cells)
+    if key not in shared:
+        shared[key] = SharedExact(exps, cells, threads=threads)
+    return shared[key]
+
+
 def score(model, trials: int = 2000, seed: int = 7, levels=(0.68, 0.90, 0.95), n_samples: int = 1000,
-          threads=None, fit_vectors: int = 20, progress: bool = False, data_dir=None) -> dict:
+          threads=None, fit_vectors: int = 20, progress: bool = False, data_dir=None, shared_exact=None) -> dict:
     """One scoreboard row for ``model`` (a model directory or a loaded model of any estimator);
-    ``data_dir``: where the data releases of its experiments are (:func:`scored_experiments`)."""
+    ``data_dir``: where the data releases of its experiments are (:func:`scored_experiments`);
+    ``shared_exact``: a dict in which the exact models are kept for the next call (same task,
+    same trials: computed once), or None."""
     model = load_model(model)
     exps = scored_experiments(model, data_dir)
     trials = check_positive_int(trials, "trials")
@@ -93,8 +126,9 @@ def score(model, trials: int = 2000, seed: int = 7, levels=(0.68, 0.90, 0.95), n
     levels = check_levels(levels)
     threads = check_threads(threads)
     t = time.perf_counter()
+    exact = None if shared_exact is None else _shared_exact(model, exps, threads, shared_exact)
     res = coverage(model, trials=trials, levels=levels, seed=seed, methods=("fcmlc", "exact"), n_samples=n_samples,
-                   threads=threads, experiments=exps, progress=progress)
+                   threads=threads, experiments=exps, progress=progress, exact=exact)
     check_seconds = time.perf_counter() - t
     fits = _fit_seconds(model, exps, fit_vectors, seed, n_samples, threads)
     fr, iv = res.fraction, res.interval
@@ -129,11 +163,11 @@ def scoreboard(models, trials: int = 2000, seed: int = 7, levels=(0.68, 0.90, 0.
     models = list(models)
     if not models:
         raise ValueError("no models to score")
-    rows = []
+    rows, shared = [], {}
     for m in models:
         if progress:
             print(f"scoring {m}", flush=True)
-        rows.append(score(m, trials, seed, levels, n_samples, threads, fit_vectors, progress, data_dir))
+        rows.append(score(m, trials, seed, levels, n_samples, threads, fit_vectors, progress, data_dir, shared))
     meta = {"trials": trials, "seed": seed, "levels": list(check_levels(levels)), "n_samples": n_samples,
             "data_dir": None if data_dir is None else str(data_dir),
             "threads": threads, "fit_vectors": fit_vectors, "fcmlc_version": __version__,
