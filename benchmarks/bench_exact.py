@@ -19,6 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_model, timeit  # noqa: E402
 
+from fcmlc import reference  # noqa: E402
 from fcmlc.diagnostics import diagnose  # noqa: E402
 from fcmlc.exact import ExactModel  # noqa: E402
 from fcmlc.physics import Grid  # noqa: E402
@@ -47,7 +48,7 @@ class NumpyExact:
                 self.parts.append(("plain", e.n_bins, mu, Ci, None))
                 continue
             E = e.normalisation_matrix
-            if e.shape_only:  # the likelihood of the group directions (Laplace over the radial scales)
+            if e.shape_only:  # the likelihood of the group directions (Laplace over the radial scales, Jacobian included)
                 self.parts.append(("shape", e.n_bins, (mu, E), Ci, None))
                 continue
             U = mu[:, :, None] * E[None]  # (P, n, k)
@@ -71,9 +72,8 @@ class NumpyExact:
                 Ud = u[:, None] * E  # (n, k): the data's directions
                 H = Ud.T @ b @ Ud
                 B = mu @ b @ Ud  # (P, k)
-                r = np.linalg.solve(H, B.T).T
-                q = np.einsum("pi,ij,pj->p", mu, b, mu) - np.einsum("pk,pk->p", B, r)
-                out = out + q - 2 * (np.log(np.maximum(r, 1e-300)) @ (E.sum(0) - 1))
+                _, phi, logdet = reference.radial_laplace(H, B, E.sum(0) - 1)  # Newton per point, NumPy
+                out = out + np.einsum("pi,ij,pj->p", mu, b, mu) + 2 * phi + logdet
             elif kind == "plain":
                 r = xe - a
                 out = out + np.einsum("pi,ij,pj->p", r, b, r)
