@@ -255,7 +255,6 @@ class Scoreboard:
             ax.set_xlabel("credible level")
             ax.set_ylabel("coverage − nominal")
             ax.set_title(task, fontsize=9)
-            ax.legend(fontsize=7, loc="best")
         ax = axes[-1]
         labelled = set()
         for i, task in enumerate(tasks):
@@ -270,7 +269,13 @@ class Scoreboard:
         ax.set_xticks(np.arange(len(tasks)), [t if len(t) < 14 else "global" for t in tasks])
         ax.set_ylabel("mean total-variation distance from exact")
         ax.set_title("distance from the exact posterior", fontsize=9)
-        ax.legend(fontsize=7)
+        # one legend for all panels, below them (inside an axis it hid markers)
+        entries = {}
+        for a in axes:
+            for h, lab in zip(*a.get_legend_handles_labels()):
+                entries.setdefault(lab, h)
+        fig.legend(list(entries.values()), list(entries), loc="outside lower center", ncol=min(len(entries), 8),
+                   fontsize=8)
         fig.suptitle(f"Estimators vs the exact posterior ({self.meta.get('trials')} trials per model, "
                      f"bands: 1σ binomial)", fontsize=10)
         if path is not None:
