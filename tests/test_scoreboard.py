@@ -10,6 +10,7 @@ from conftest import write_untrained_best_model
 
 from fcmlc import experiments as ex
 from fcmlc.exact import ExactModel, grid_of_centres
+from fcmlc.exceptions import IncompatibleError
 from fcmlc.models.flow import CellGrid
 from fcmlc.physics import Grid
 from fcmlc.posterior import Posterior
@@ -151,3 +152,26 @@ def test_an_exact_model_on_other_cells_is_refused():
     with pytest.raises(ValueError, match="not on the model's posterior cells"):
         coverage(ExactAsModel("BEST"), trials=5, methods=("fcmlc", "exact"), exact=ExactModel([ex.load("BEST")],
                                                                                               Grid(shape=(5, 5))))
+
+
+def test_coverage_of_a_model_trained_on_other_definitions_is_refused(tmp_path, capsys):
+    # `fcmlc coverage` simulates its trials from the experiments it loads: a model trained on
+    # other definitions (a data release, another version) is refused as by the scoreboard (it only
+    # warned before), and --data-dir is how to load the ones it was trained on
+    from fcmlc.cli import main
+    from fcmlc.validation import coverage
+
+    write_untrained_best_model(tmp_path / "m")
+    cfg_path = tmp_path / "m" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["experiment_hashes"]["BEST"] = "0" * len(cfg["experiment_hashes"]["BEST"])
+    cfg_path.write_text(json.dumps(cfg))
+    assert main(["coverage", str(tmp_path / "m"), "-o", str(tmp_path / "cov"), "--trials", "10", "--samples", "20",
+                 "--no-progress"]) != 0
+    err = capsys.readouterr().err
+    assert "the definition of BEST" in err and "--data-dir" in err
+    assert not (tmp_path / "cov" / "coverage.json").exists()
+    from fcmlc.models import FCMLC
+
+    with pytest.raises(IncompatibleError, match="the definition of BEST"):
+        coverage(FCMLC.load(tmp_path / "m", device="cpu"), trials=10, n_samples=20)

@@ -41,6 +41,10 @@ def register(subparsers) -> None:
                    help="chi2 grid without --fc (default: the model's training grid)")
     p.add_argument("--band", type=float, default=0.6827,
                    help="confidence of the binomial (Clopper-Pearson) bands (default 0.6827, 1 sigma)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with the official data releases the model was trained with (its trials are "
+                        "simulated from the same experiment definitions; a model trained on other definitions "
+                        "is refused)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_coverage)
 
@@ -78,14 +82,15 @@ def cmd_coverage(args) -> int:
     from ..frequentist import FCResult
     from ..models import FCMLC
     from ..validation import coverage
+    from ..validation.inputs import scored_experiments
 
     fc = None if args.fc is None else FCResult.load(args.fc)  # a damaged file is refused before the trials
     model = FCMLC.load(args.model, device="cpu")
-    eset = model_experiments(model)
+    exps = scored_experiments(model, args.data_dir)  # refused when not the definitions it was trained on
     t0 = time.perf_counter()
     res = coverage(model, trials=args.trials, levels=args.levels, seed=args.seed, methods=args.methods, fc=fc,
                    n_samples=args.samples, threads=args.threads, truths=args.truths, grid=args.grid,
-                   experiments=eset.experiments, band=args.band, progress=not args.no_progress)
+                   experiments=exps, band=args.band, progress=not args.no_progress)
     dt = time.perf_counter() - t0
     summary = res.summary()
     summary["seconds_total"] = dt

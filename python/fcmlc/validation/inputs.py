@@ -7,7 +7,6 @@ The model may be an :class:`fcmlc.models.FCMLC`, a model directory, or any stand
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,21 +50,40 @@ def load_fc(fc):
     return fc
 
 
+def check_definitions(model, exps, where: str = "") -> None:
+    """IncompatibleError when one of ``exps`` is defined otherwise than the experiment the model
+    was trained on (its recorded definition hash); ``where``: how they were loaded, for the message."""
+    saved = (getattr(model, "info", None) or {}).get("experiment_hashes") or {}
+    changed = [e.name for e in exps if saved.get(e.name) and saved[e.name] != e.definition_hash]
+    if changed:
+        raise IncompatibleError(f"the definition of {', '.join(changed)}{where} differs from the one the model was "
+                                "trained on: pass the experiments as it was trained on them, loaded with the folder "
+                                "of the data releases it was trained with (--data-dir, or experiments="
+                                "[fcmlc.experiments.load(name, data_dir=...)])")
+
+
+def scored_experiments(model, data_dir=None) -> list:
+    """The model's experiments loaded with ``data_dir`` (the folder of the official data releases),
+    refused (:func:`check_definitions`) when a definition differs from the one the model was
+    trained on: trials of another model would check it against the wrong answer."""
+    exps = [ex.load(name, data_dir=data_dir) for name in model.experiments]
+    where = f" loaded with data_dir {str(data_dir)!r}" if data_dir is not None else " loaded without a data directory"
+    check_definitions(model, exps, where)
+    return exps
+
+
 def model_experiments(model, experiments):
     """Experiment objects (an ExperimentSet) in the model's feature order.
 
-    Warns (at the caller of the validation function) when an experiment's definition differs
-    from the one the model was trained on."""
+    IncompatibleError when an experiment's definition differs from the one the model was trained
+    on: trials simulated from another definition would check the model against the wrong answer
+    (a model trained on data releases needs the experiments loaded with their ``data_dir``)."""
     exps = resolve_experiments(model.experiments if experiments is None else experiments)
     names = [e.name for e in exps]
     if len(names) != len(model.experiments) or not all(map(same_name, names, model.experiments)):
         raise IncompatibleError(f"experiments {names} differ from the model's {list(model.experiments)} (same names, "
                                 "same order needed)")
-    saved = (getattr(model, "info", None) or {}).get("experiment_hashes") or {}
-    changed = [e.name for e in exps if saved.get(e.name) and saved[e.name] != e.definition_hash]
-    if changed:
-        warnings.warn(f"the definition of {', '.join(changed)} differs from the one the model was trained on: "
-                      "the validation may not be meaningful", stacklevel=3)
+    check_definitions(model, exps)
     eset = ex.combine(exps)
     n_feat = getattr(model, "n_features", None)
     if n_feat is not None and eset.n_bins != int(n_feat):

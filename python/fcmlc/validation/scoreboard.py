@@ -33,10 +33,9 @@ from .. import __version__
 from .._checks import check_levels, check_positive_int, check_seed, check_threads
 from .._io import atomic_write_text, jsonable, save_figure
 from ..exact import ExactModel, grid_of_centres
-from ..exceptions import IncompatibleError
 from ..simulation import realizations
 from .coverage_check import coverage
-from .inputs import load_model
+from .inputs import load_model, scored_experiments
 from .truth import draw_truths
 
 __all__ = ["score", "scoreboard", "SharedExact", "scored_experiments", "Scoreboard", "task_name", "SCOREBOARD_FILES"]
@@ -52,24 +51,6 @@ def task_name(experiments) -> str:
     """The scoreboard's task label: the experiment name, or ``global (A+B+...)`` for several."""
     names = [str(e) for e in experiments]
     return names[0] if len(names) == 1 else "global (" + "+".join(names) + ")"
-
-
-def scored_experiments(model, data_dir=None) -> list:
-    """The model's experiments as it was trained on them (loaded with ``data_dir``, the folder of
-    the official data releases): IncompatibleError when a definition differs from the one recorded
-    in the model directory, since trials of another model would score the estimator against the
-    wrong answer."""
-    from .. import experiments as ex
-
-    exps = [ex.load(name, data_dir=data_dir) for name in model.experiments]
-    saved = (getattr(model, "info", None) or {}).get("experiment_hashes") or {}
-    changed = [e.name for e in exps if saved.get(e.name) and saved[e.name] != e.definition_hash]
-    if changed:
-        where = f"with data_dir {str(data_dir)!r}" if data_dir is not None else "without a data directory"
-        raise IncompatibleError(f"the definition of {', '.join(changed)} loaded {where} differs from the one the "
-                                "model was trained on: pass the folder of the data releases it was trained with "
-                                "(data_dir=, --data-dir)")
-    return exps
 
 
 def _fit_seconds(model, eset, fit_vectors: int, seed: int, n_samples: int, threads) -> list:
