@@ -106,8 +106,9 @@ class _PullsPart:
         self.L = np.linalg.cholesky(C)
         self.log_det = 2.0 * np.log(np.diagonal(self.L, axis1=1, axis2=2)).sum(axis=1)  # (P,)
 
-    def minus2_log_like(self, X) -> np.ndarray:
-        """(n_data, P): r^T C(theta)^-1 r + log det C(theta), r = x - mu(theta)."""
+    def minus2_log_like(self, X, threads=None) -> np.ndarray:
+        """(n_data, P): r^T C(theta)^-1 r + log det C(theta), r = x - mu(theta) (NumPy: ``threads``,
+        the argument every part takes, is not used)."""
         R = X[:, None, :] - self.mu[None]  # (N, P, n)
         Z = np.linalg.solve(self.L[None], R[..., None])[..., 0]
         return np.einsum("npi,npi->np", Z, Z) + self.log_det[None]
@@ -244,8 +245,7 @@ class ExactModel:
         out = np.zeros((X.shape[0], g.n_points))
         for i, (c, pp, ld) in enumerate(zip(self.columns, self._direct, self._log_det)):
             if pp is not None:
-                out += (pp.minus2_log_like(X[:, c], self.threads) if isinstance(pp, _ShapePart)
-                        else pp.minus2_log_like(X[:, c]))
+                out += pp.minus2_log_like(X[:, c], self.threads)
             else:
                 scan = self.chi2_model(i).chi2(np.ascontiguousarray(X[:, c]), threads=self.threads)
                 out += scan.chi2.reshape(X.shape[0], -1) + ld
