@@ -108,6 +108,13 @@ def data_source(n_features: int, load_experiments, asimov_vector, *, data=None, 
                       f"realization (seed {seed}) at |Ue4| = {ue4:g}, dm2 = {dm2:g} eV^2", (ue4, dm2))
 
 
+def changed_definitions(model, exps) -> list:
+    """Names of the experiments in ``exps`` defined otherwise than the model's training recorded
+    (its ``experiment_hashes``; experiments without a record are not compared)."""
+    saved = (getattr(model, "info", None) or {}).get("experiment_hashes") or {}
+    return [e.name for e in exps if saved.get(e.name) and saved[e.name] != e.definition_hash]
+
+
 def model_experiments(model, data_dir=None):
     """The trained FCMLC ``model``'s experiments as an ExperimentSet (loaded with ``data_dir``),
     warning when a definition differs from the one the model was trained on."""
@@ -118,8 +125,7 @@ def model_experiments(model, data_dir=None):
     except (ValueError, FileNotFoundError) as e:
         raise ValueError(f"cannot load the model's experiments {model.experiments} ({e}); pass --data instead") \
             from None
-    saved = model.info.get("experiment_hashes") or {}
-    changed = [e.name for e in exps if saved.get(e.name) and saved[e.name] != e.definition_hash]
+    changed = changed_definitions(model, exps)
     if changed:
         warnings.warn(f"the definition of {', '.join(changed)} differs from the one the model was trained on "
                       "(different version or data release): the result may not be meaningful", stacklevel=2)

@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import experiments as ex
 from .._checks import same_name
+from ..data_vectors import changed_definitions
 from ..exceptions import IncompatibleError
 from ..frequentist import FCResult, check_compatible, resolve_experiments
 from ..physics import Grid
@@ -53,8 +54,7 @@ def load_fc(fc):
 def check_definitions(model, exps, where: str = "") -> None:
     """IncompatibleError when one of ``exps`` is defined otherwise than the experiment the model
     was trained on (its recorded definition hash); ``where``: how they were loaded, for the message."""
-    saved = (getattr(model, "info", None) or {}).get("experiment_hashes") or {}
-    changed = [e.name for e in exps if saved.get(e.name) and saved[e.name] != e.definition_hash]
+    changed = changed_definitions(model, exps)
     if changed:
         raise IncompatibleError(f"the definition of {', '.join(changed)}{where} differs from the one the model was "
                                 "trained on: pass the experiments as it was trained on them, loaded with the folder "
