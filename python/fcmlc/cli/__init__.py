@@ -124,6 +124,26 @@ def main(argv=None) -> int:
             message, code = _failure(e)
             print(f"{command}: {'error: ' if code < 128 else ''}{message}", file=sys.stderr)
             return code
+        except Exception as e:
+            cause = _interruption_behind(e)
+            if cause is None:
+                raise  # a bug: keeps its traceback
+            message, code = _failure(cause)
+            print(f"{command}: {message}", file=sys.stderr)
+            return code
+
+
+def _interruption_behind(e: BaseException) -> KeyboardInterrupt | None:
+    """The interruption that caused `e`, or None: a signal raised while C code runs Python (a C
+    extension's module initialisation, e.g. a lazy ``import scipy.stats``) comes back wrapped
+    in that code's own exception (``ImportError: initialization failed``)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def entry() -> None:
