@@ -9,6 +9,10 @@
 * Training is deterministic (same seed -> the same bits) and resumable (a run interrupted after
   a checkpoint or inside an epoch ends with the same weights).
 * ``fcmlc train --estimator npe`` then ``fcmlc fit`` work end to end; bad data vectors are refused.
+* Fresh simulations (``fresh_simulations``, ``--fresh-simulations``): each epoch's pairs are the
+  simulator's realizations at continuous truths (equal to ``fcmlc.simulation.realizations`` at
+  them, for any thread count); training on them is deterministic and resumable; datasets of
+  other experiment definitions are refused.
 
 Small networks and few epochs throughout: the whole file trains in well under a minute on one core.
 """
@@ -258,11 +262,11 @@ def test_time_budget_is_recorded_as_machine_dependent(tiny):
 
 class Interrupt:
     """Ctrl-C right after the ``after_save``-th checkpoint write, or inside an epoch: after two of
-    the four chunks of the ``at_chunks_call``-th call of Samples.chunks."""
+    the four chunks of the ``at_chunks_call``-th call of ``source.chunks`` (the training set's)."""
 
-    def __init__(self, monkeypatch, after_save=None, at_chunks_call=None):
+    def __init__(self, monkeypatch, after_save=None, at_chunks_call=None, source=Samples):
         self.saves, self.calls = 0, 0
-        save, chunks = TrainingCheckpoint.save, Samples.chunks
+        save, chunks = TrainingCheckpoint.save, source.chunks
 
         def counted_save(ckpt, state):
             save(ckpt, state)
@@ -278,7 +282,7 @@ class Interrupt:
                 yield chunk
 
         monkeypatch.setattr(TrainingCheckpoint, "save", counted_save)
-        monkeypatch.setattr(Samples, "chunks", counted_chunks)
+        monkeypatch.setattr(source, "chunks", counted_chunks)
 
 
 @pytest.mark.parametrize("name, after_save, at_chunks_call, done", [
@@ -354,3 +358,95 @@ def test_cli_train_then_fit(tiny, tmp_path, capsys):
     assert {p.name for p in res.iterdir()} == {"posterior.npz", "posterior.png", "summary.json"}
     summary = json.loads((res / "summary.json").read_text())
     assert len(summary["regions"]) == 3 and summary["model"]["directory"] == str(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# fresh simulations
+
+
+@pytest.fixture(scope="module")
+def best_tiny(tmp_path_factory):
+    """A BEST dataset (a real experiment: the simulator can draw it anew), 9 x 9 x 12."""
+    from fcmlc.simulation import simulate
+
+    path = tmp_path_factory.mktemp("best") / "best.h5"
+    simulate(["BEST"], Grid(shape=(9, 9)), n_per_point=12, seed=3, out=path, progress=False)
+    return path
+
+
+def fresh_config():
+    return {**tiny_config("npe"), "fresh_simulations": True}
+
+
+def test_fresh_simulations_are_the_simulators_at_continuous_truths(best_tiny):
+    from fcmlc import experiments as ex
+    from fcmlc.dataset import open_dataset
+    from fcmlc.estimators.fresh import FreshSimulations
+    from fcmlc.models.regressor import as_seed
+    from fcmlc.simulation import realizations
+
+    with open_dataset(best_tiny) as ds:
+        grid = ds.grid
+    src = FreshSimulations([ex.load("BEST")], grid, 1000, 7, base=None, float32=False, threads=1)
+    x, y = src.draw((4, 58, 2))
+    assert x.shape == (1000, 2) and y.shape == (1000, 2)
+    lo, hi = np.log10([grid.ue4_range[0], grid.dm2_range[0]]), np.log10([grid.ue4_range[1], grid.dm2_range[1]])
+    assert np.all((y >= lo) & (y <= hi))
+    assert not np.isin(y[:, 0], np.log10(grid.points()[:, 0])).any()  # continuous truths, not grid points
+    assert len(np.unique(y, axis=0)) == 143  # ceil(1000 / 7) truths, 7 realizations each (one left out)
+    # each pair is a realization of the simulator at its truth: fcmlc.simulation.realizations at
+    # the epoch's truths (in the order drawn: they key the random streams) with the epoch's seed
+    rng = np.random.default_rng([as_seed((4, 58, 2)), 61])
+    truths = np.stack([rng.uniform(lo[0], hi[0], 143), rng.uniform(lo[1], hi[1], 143)], axis=1)
+    ref = realizations(["BEST"], 10 ** truths[:, 0], 10 ** truths[:, 1], 7, seed=src.simulation_seed((4, 58, 2)),
+                       threads=1)
+    ref_of = {tuple(t): {tuple(r) for r in rows} for t, rows in zip(truths, ref)}
+    assert all(tuple(xi) in ref_of[tuple(yi)] for xi, yi in zip(x, y))
+    two = FreshSimulations([ex.load("BEST")], grid, 1000, 7, base=None, float32=False, threads=2)
+    np.testing.assert_array_equal(two.draw((4, 58, 2))[0], x)  # any thread count: the same numbers
+    assert not np.array_equal(src.draw((4, 58, 3))[1], y)  # another epoch: other truths
+
+
+def test_fresh_simulation_training_is_deterministic_and_resumes(best_tiny, tmp_path, monkeypatch, capsys):
+    from fcmlc.estimators.fresh import FreshSimulations
+
+    ref = estimators.train(best_tiny, estimator="npe", config=fresh_config(), device="cpu", seed=4, progress=False)
+    assert "fresh simulations" in ref.info["dataset"]["training_data"]
+    assert_same_weights(estimators.train(best_tiny, estimator="npe", config=fresh_config(), device="cpu", seed=4,
+                                         progress=False), ref)
+    on_dataset = estimators.train(best_tiny, estimator="npe", config=tiny_config("npe"), device="cpu", seed=4,
+                                  progress=False)
+    assert any(not torch.equal(a, b) for a, b in zip(on_dataset.network.state_dict().values(),
+                                                     ref.network.state_dict().values()))
+    out = tmp_path / "model"
+    with monkeypatch.context() as m:
+        Interrupt(m, None, 3, source=FreshSimulations)  # inside the third epoch
+        with pytest.raises(KeyboardInterrupt, match="interrupted: checkpoint kept in"):
+            estimators.train(best_tiny, out=out, estimator="npe", config=fresh_config(), device="cpu", seed=4,
+                             progress=False)
+    model = estimators.train(best_tiny, out=out, estimator="npe", config=fresh_config(), device="cpu", seed=4,
+                             progress=False)
+    assert "(npe flow: 2 epochs done)" in capsys.readouterr().err
+    assert_same_weights(model, ref)
+    assert estimators.load(out).info["dataset"]["training_data"] == ref.info["dataset"]["training_data"]
+
+
+def test_fresh_simulations_refuse_other_definitions(best_tiny, tiny, tmp_path, capsys):
+    from conftest import write_dataset
+
+    with pytest.raises(IncompatibleError, match="'TOY' cannot be loaded"):
+        estimators.train(tiny, estimator="npe", config=fresh_config(), progress=False)
+    other = write_dataset(tmp_path / "other.h5", Grid(shape=(9, 9)),
+                          {"BEST": np.ones((81, 12, 2))}, seed=1, hashes=("an-older-definition",))
+    with pytest.raises(IncompatibleError, match="definition of BEST loaded with no data directory differs"):
+        estimators.train(other, estimator="npe", config=fresh_config(), progress=False)
+    with pytest.raises(ValueError, match="data directory is used only with fresh simulations"):
+        estimators.train(best_tiny, estimator="npe", config=tiny_config("npe"), data_dir=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="only by fresh simulations"):
+        estimators.train(best_tiny, estimator="fcmlc", data_dir=tmp_path, progress=False)
+    args = ["train", str(best_tiny), "-o", str(tmp_path / "m"), "--no-progress"]
+    assert main(args + ["--fresh-simulations"]) == 2  # fcmlc: no such option
+    assert "--fresh-simulations is for --estimator npe or nre" in capsys.readouterr().err
+    assert main(args + ["--estimator", "npe", "--data-dir", str(tmp_path)]) == 2
+    assert "--data-dir is used only with --fresh-simulations" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

@@ -274,6 +274,7 @@ class SimDataset:
         self.normalisation: dict | None = json.loads(a["normalisation"]) if "normalisation" in a else None
         self.grid = Grid.from_dict(json.loads(a["grid"]))
         self.n_per_point = int(a["n_per_point"])
+        self.dtype = str(a.get("dtype", "float32"))  # of the stored realizations
         self.seed = int(a["seed"])
         self.complete = bool(a["complete"])
         self.n_points = self.grid.n_points

@@ -55,6 +55,14 @@ def register(subparsers) -> None:
                         "is often fastest)")
     p.add_argument("--config", default=None, metavar="JSON",
                    help="JSON file (or inline JSON) of training settings overlaying the defaults")
+    p.add_argument("--fresh-simulations", action="store_true",
+                   help="npe, nre: train on new simulations every epoch (as many as the dataset's training split, "
+                        "at truths drawn log-uniformly over its ranges) instead of its fixed realizations; the "
+                        "dataset still gives the experiments, the validation split and the scaling "
+                        "(docs/estimators.md)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="with --fresh-simulations: the folder of the data releases the dataset was simulated with "
+                        "(its experiment definitions are checked)")
     p.add_argument("--restart", action="store_true",
                    help="discard the checkpoint of an interrupted run in OUTPUT.partial/ and start over (needed "
                         "when the settings differ from that run's)")
@@ -124,12 +132,21 @@ def cmd_train(args) -> int:
     if args.threads is not None:
         check_threads(args.threads, "--threads")
         cfg["threads"] = args.threads
+    if args.fresh_simulations:
+        if args.estimator not in ("npe", "nre"):
+            raise ValueError(f"--fresh-simulations is for --estimator npe or nre, not {args.estimator}")
+        cfg["fresh_simulations"] = True
+    elif args.data_dir is not None:
+        raise ValueError("--data-dir is used only with --fresh-simulations (the dataset holds the realizations)")
     experiments = None if args.experiments is None else [s.strip() for s in args.experiments.split(",") if s.strip()]
     t0 = time.perf_counter()
     model = train(args.dataset, out=args.output, estimator=args.estimator, experiments=experiments, config=cfg,
-                  device=args.device, seed=args.seed, progress=not args.no_progress, restart=args.restart)
+                  device=args.device, seed=args.seed, progress=not args.no_progress, restart=args.restart,
+                  data_dir=args.data_dir)
     tr = model.info["training"]
     print(f"{args.output}: {LABELS[model.estimator]} model for {', '.join(model.experiments)} ({model.n_features} features)")
+    if "training_data" in model.info.get("dataset", {}):
+        print(f"  trained on {model.info['dataset']['training_data']}")
     for name, h in tr.get("networks", {}).items() if "networks" in tr else (("regressor", tr["regressor"]),
                                                                             ("flow", tr["flow"])):
         loss = next((f"{k} {h[k]:.4g}" for k in ("best_val_mse", "best_val_nll", "best_val_loss") if k in h), "")

@@ -75,11 +75,18 @@ def load(directory, device=None, verify: bool = True):
 
 
 def train(dataset, out=None, estimator: str = "fcmlc", experiments=None, config=None, device=None,
-          seed: int = 0, progress: bool = True, restart: bool = False):
+          seed: int = 0, progress: bool = True, restart: bool = False, data_dir=None):
     """Train ``estimator`` on a dataset (path or open ``SimDataset``), as :func:`fcmlc.models.train`
     does for the paper's pipeline: same arguments, same determinism (same seed, data and thread
     count: the same weights), checkpoints in ``<out>.partial/`` and an all-or-nothing model
     directory. ``config``: a dict of the estimator's settings (``{"hyperparameters": "fast"}``
-    picks its fast preset), or the estimator's config object."""
-    return _module(estimator).train(dataset, out=out, experiments=experiments, config=config, device=device,
-                                    seed=seed, progress=progress, restart=restart)
+    picks its fast preset), or the estimator's config object. ``data_dir``: for ``npe`` and
+    ``nre`` with ``fresh_simulations`` (new simulations every epoch,
+    :mod:`fcmlc.estimators.fresh`), the folder of the data releases the dataset was simulated with."""
+    kwargs = dict(out=out, experiments=experiments, config=config, device=device, seed=seed, progress=progress,
+                  restart=restart)
+    if data_dir is not None:
+        if check_estimator(estimator) not in ("npe", "nre"):
+            raise ValueError(f"a data directory is used only by fresh simulations (npe, nre), not by {estimator}")
+        kwargs["data_dir"] = data_dir
+    return _module(estimator).train(dataset, **kwargs)

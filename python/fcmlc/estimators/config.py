@@ -49,6 +49,9 @@ class GridEstimatorConfig:
     lr_schedule: str = "plateau"
     grad_clip: float | None = 5.0
     dequantize: bool = True  # jitter the grid-valued y uniformly within its grid cell
+    #: train on new simulations every epoch, at continuous truths (fcmlc.estimators.fresh), instead
+    #: of the dataset's fixed realizations (which still give the validation split and the scaling)
+    fresh_simulations: bool = False
     validation_fraction: float = 0.1
     y_shape: tuple = (100, 100)  # (n_ue4, n_dm2) cells of the posterior grid
     time_budget: float | None = None  # seconds; None: stop on epochs and patience only
@@ -141,6 +144,8 @@ class GridEstimatorConfig:
             raise ValueError(f"validation_fraction must lie in (0, 1), got {self.validation_fraction}")
         if self.time_budget is not None and not self.time_budget > 0:
             raise ValueError(f"time_budget must be > 0 seconds or None, got {self.time_budget}")
+        if self.fresh_simulations not in (True, False):
+            raise ValueError(f"fresh_simulations must be true or false, got {self.fresh_simulations!r}")
         if self.in_memory not in ("auto", True, False):
             raise ValueError(f"in_memory must be 'auto', True or False, got {self.in_memory!r}")
         if self.chunk_rows < 1:

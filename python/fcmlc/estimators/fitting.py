@@ -3,7 +3,9 @@ by the estimator, early stopping on the validation loss, resumable epoch by epoc
 
 x are the dataset's features (:class:`fcmlc.models.samples.Samples`), standardised with
 ``x_scaler``; y = (log10|Ue4|, log10 dm2), jittered uniformly within +-width/2 of its grid
-value (``widths``: the grid spacing; dequantisation) and standardised with ``y_scaler``.
+value (``widths``: the grid spacing; dequantisation; not for a training set of fresh
+simulations, :mod:`fcmlc.estimators.fresh`, whose truths are continuous) and standardised with
+``y_scaler``.
 
 Reproducibility, as in :mod:`fcmlc.models.training` (whose ``EarlyStopping``, ``Deadline``,
 ``adam`` and ``to_tensor`` this loop uses): the order of the samples, the jitter and the
@@ -56,12 +58,15 @@ def fit_network(net: torch.nn.Module, batch_loss, train, val, cfg, x_scaler, y_s
     ym, ys = (torch.as_tensor(a, dtype=torch.float32, device=dev) for a in (y_scaler.mean, y_scaler.scale))
     widths = np.asarray(widths, dtype=np.float64) if cfg.dequantize else np.zeros(2)
 
-    def tensors(xb, yb, rng):
-        y = yb + (rng.random(yb.shape) - 0.5) * widths if np.any(widths > 0) else yb
+    # fresh simulations (fcmlc.estimators.fresh) have continuous truths: only grid values are jittered
+    train_widths = np.zeros(2) if getattr(train, "continuous_y", False) else widths
+
+    def tensors(xb, yb, rng, w):
+        y = yb + (rng.random(yb.shape) - 0.5) * w if np.any(w > 0) else yb
         return (to_tensor(xb, dev) - xm) / xs, (to_tensor(y, dev) - ym) / ys
 
     rv = np.random.default_rng([int(seed), 53])
-    vx, vy = zip(*(tensors(xb, yb, rv) for xb, yb in val.chunks(None))) if len(val) else ((), ())
+    vx, vy = zip(*(tensors(xb, yb, rv, widths) for xb, yb in val.chunks(None))) if len(val) else ((), ())
     val_x = torch.cat(vx) if vx else torch.empty((0, x_scaler.dim), device=dev)
     val_y = torch.cat(vy) if vy else torch.empty((0, 2), device=dev)
 
@@ -96,7 +101,7 @@ def fit_network(net: torch.nn.Module, batch_loss, train, val, cfg, x_scaler, y_s
             gen = make_generator((seed, 57, epoch), dev)
             tot, cnt, skipped, out_of_time, done = 0.0, 0, 0, False, 0
             for xb, yb in train.chunks((seed, 58, epoch)):
-                X, Y = tensors(xb, yb, rng)
+                X, Y = tensors(xb, yb, rng, train_widths)
                 for r0 in range(0, len(X), bs):
                     if cosine:
                         cosine_lr(opt, cfg.lr, epoch, done, len(train), cfg.max_epochs)

@@ -28,27 +28,34 @@ from ..models.regressor import Standardizer
 from ..models.run import (RunClock, dataset_record, dequantize_widths, machine_dependence, run_settings,
                           split_train_validation, training_samples)
 from .fitting import fit_network
+from .fresh import FreshSimulations, fresh_experiments
 
 __all__ = ["train_grid_model"]
 
 
 def train_grid_model(model_class, dataset, out=None, experiments=None, config=None, device=None, seed: int = 0,
-                     progress: bool = True, restart: bool = False):
+                     progress: bool = True, restart: bool = False, data_dir=None):
     """Train ``model_class`` (``NPEModel``, ``NREModel``) on a dataset (path or open ``SimDataset``);
     the arguments of :func:`fcmlc.estimators.train`. ``config``: None, a dict overlaid on the
-    preset it names (``{"hyperparameters": "fast"}``), or a ``model_class.config_class``."""
+    preset it names (``{"hyperparameters": "fast"}``), or a ``model_class.config_class``.
+    ``data_dir``: the folder of the data releases the dataset's experiments were defined with,
+    for ``fresh_simulations`` (:mod:`fcmlc.estimators.fresh`)."""
     if isinstance(dataset, (str, os.PathLike)):
         with open_dataset(dataset) as ds:
-            return _train(model_class, ds, out, experiments, config, device, seed, progress, restart)
-    return _train(model_class, dataset, out, experiments, config, device, seed, progress, restart)
+            return _train(model_class, ds, out, experiments, config, device, seed, progress, restart, data_dir)
+    return _train(model_class, dataset, out, experiments, config, device, seed, progress, restart, data_dir)
 
 
-def _train(model_class, ds, out, experiments, config, device, seed, progress, restart):
+def _train(model_class, ds, out, experiments, config, device, seed, progress, restart, data_dir):
     if hasattr(ds, "require_complete"):
         ds.require_complete()
     seed = check_seed(seed)
     names, columns = feature_columns(ds, experiments)
     cfg = model_class.config_class.resolve(config)
+    if data_dir is not None and not cfg.fresh_simulations:
+        raise ValueError("a data directory is used only with fresh simulations (fresh_simulations, "
+                         "--fresh-simulations): the dataset holds the realizations otherwise")
+    fresh_exps = fresh_experiments(ds, names, data_dir) if cfg.fresh_simulations else None
     dev = resolve_device(device)
     t_start = time.monotonic()
     fit_idx, val_idx = split_train_validation(ds, seed, cfg.validation_fraction)
@@ -70,6 +77,14 @@ def _train(model_class, ds, out, experiments, config, device, seed, progress, re
         with torch_threads(cfg.threads), catch_signals():
             train_src, val_src = training_samples(ds, fit_idx, val_idx, columns, features, cfg.in_memory,
                                                   cfg.chunk_rows, progress, info)
+            if fresh_exps is not None:
+                train_src = FreshSimulations(fresh_exps, ds.grid, len(train_src), round(len(train_src) / ds.grid.n_points),
+                                             train_src, features, float32=ds.dtype == "float32",
+                                             chunk_rows=cfg.chunk_rows, threads=cfg.threads)
+                info["dataset"]["training_data"] = (
+                    f"fresh simulations: {len(train_src)} pairs per epoch at {-(-len(train_src) // train_src.per_truth)} "
+                    f"truths log-uniform over the grid's ranges, {train_src.per_truth} realizations each; validation: "
+                    "the dataset's split")
             n, sx, sxx, sy, syy = train_src.moments()
             x_scaler, y_scaler = Standardizer.from_moments(n, sx, sxx), Standardizer.from_moments(n, sy, syy)
             net = model_class.build_network(x_scaler.dim, cfg, seed)

@@ -100,10 +100,11 @@ class NPEModel(GridModel):
                 "area; the training prior (uniform in log10 over the simulation grid) is the posterior's prior")
 
 
-def train(dataset, out=None, experiments=None, config=None, device=None, seed=0, progress=True, restart=False):
+def train(dataset, out=None, experiments=None, config=None, device=None, seed=0, progress=True, restart=False,
+          data_dir=None):
     """Train an ``npe`` model (:func:`fcmlc.estimators.train`; settings :class:`NPEConfig`)."""
     return train_grid_model(NPEModel, dataset, out=out, experiments=experiments, config=config, device=device,
-                            seed=seed, progress=progress, restart=restart)
+                            seed=seed, progress=progress, restart=restart, data_dir=data_dir)
 
 
 def load(directory, device=None, verify=True) -> NPEModel:

@@ -81,10 +81,11 @@ class NREModel(GridModel):
                 "(log10|Ue4|, log10 dm2) area; prior uniform in log10 over the simulation grid (the training prior)")
 
 
-def train(dataset, out=None, experiments=None, config=None, device=None, seed=0, progress=True, restart=False):
+def train(dataset, out=None, experiments=None, config=None, device=None, seed=0, progress=True, restart=False,
+          data_dir=None):
     """Train an ``nre`` model (:func:`fcmlc.estimators.train`; settings :class:`NREConfig`)."""
     return train_grid_model(NREModel, dataset, out=out, experiments=experiments, config=config, device=device,
-                            seed=seed, progress=progress, restart=restart)
+                            seed=seed, progress=progress, restart=restart, data_dir=data_dir)
 
 
 def load(directory, device=None, verify=True) -> NREModel:
