@@ -405,22 +405,31 @@ def test_fresh_simulations_are_the_simulators_at_continuous_truths(best_tiny):
     two = FreshSimulations([ex.load("BEST")], grid, 1000, 7, base=None, float32=False, threads=2)
     np.testing.assert_array_equal(two.draw((4, 58, 2))[0], x)  # any thread count: the same numbers
     assert not np.array_equal(src.draw((4, 58, 3))[1], y)  # another epoch: other truths
+    val = FreshSimulations([ex.load("BEST")], grid, 300, 7, float32=False, chunk_rows=128, fixed_key=(4, 59))
+    first, again = (np.concatenate([c[0] for c in val.chunks()]) for _ in range(2))
+    assert first.shape == (300, 2) and np.array_equal(first, again)  # a validation set: the same every pass
+    with pytest.raises(ValueError, match="needs a key"):
+        next(src.chunks())
 
 
 def test_fresh_simulation_training_is_deterministic_and_resumes(best_tiny, tmp_path, monkeypatch, capsys):
     from fcmlc.estimators.fresh import FreshSimulations
+    from fcmlc.validation.scoreboard import _row_label
 
     ref = estimators.train(best_tiny, estimator="npe", config=fresh_config(), device="cpu", seed=4, progress=False)
     assert "fresh simulations" in ref.info["dataset"]["training_data"]
+    assert "validation: 78 pairs drawn once at other truths" in ref.info["dataset"]["training_data"]
+    assert ref.info["training"]["networks"]["flow"]["dequantize_widths_log10"] == [0.0, 0.0]
     assert_same_weights(estimators.train(best_tiny, estimator="npe", config=fresh_config(), device="cpu", seed=4,
                                          progress=False), ref)
     on_dataset = estimators.train(best_tiny, estimator="npe", config=tiny_config("npe"), device="cpu", seed=4,
                                   progress=False)
     assert any(not torch.equal(a, b) for a, b in zip(on_dataset.network.state_dict().values(),
                                                      ref.network.state_dict().values()))
+    assert (_row_label(ref), _row_label(on_dataset)) == ("npe (fresh)", "npe")  # the scoreboard's rows
     out = tmp_path / "model"
     with monkeypatch.context() as m:
-        Interrupt(m, None, 3, source=FreshSimulations)  # inside the third epoch
+        Interrupt(m, None, 4, source=FreshSimulations)  # inside the third epoch (call 1: the validation set)
         with pytest.raises(KeyboardInterrupt, match="interrupted: checkpoint kept in"):
             estimators.train(best_tiny, out=out, estimator="npe", config=fresh_config(), device="cpu", seed=4,
                              progress=False)

@@ -59,14 +59,14 @@ def fit_network(net: torch.nn.Module, batch_loss, train, val, cfg, x_scaler, y_s
     widths = np.asarray(widths, dtype=np.float64) if cfg.dequantize else np.zeros(2)
 
     # fresh simulations (fcmlc.estimators.fresh) have continuous truths: only grid values are jittered
-    train_widths = np.zeros(2) if getattr(train, "continuous_y", False) else widths
+    train_widths, val_widths = (np.zeros(2) if getattr(s, "continuous_y", False) else widths for s in (train, val))
 
     def tensors(xb, yb, rng, w):
         y = yb + (rng.random(yb.shape) - 0.5) * w if np.any(w > 0) else yb
         return (to_tensor(xb, dev) - xm) / xs, (to_tensor(y, dev) - ym) / ys
 
     rv = np.random.default_rng([int(seed), 53])
-    vx, vy = zip(*(tensors(xb, yb, rv, widths) for xb, yb in val.chunks(None))) if len(val) else ((), ())
+    vx, vy = zip(*(tensors(xb, yb, rv, val_widths) for xb, yb in val.chunks(None))) if len(val) else ((), ())
     val_x = torch.cat(vx) if vx else torch.empty((0, x_scaler.dim), device=dev)
     val_y = torch.cat(vy) if vy else torch.empty((0, 2), device=dev)
 
@@ -143,4 +143,4 @@ def fit_network(net: torch.nn.Module, batch_loss, train, val, cfg, x_scaler, y_s
     net.eval()
     return {"epochs": len(hist["val_loss"]), "best_epoch": stopper.best_epoch, "best_val_loss": stopper.best,
             "stop_reason": stop_reason, "seconds": deadline.elapsed(), "n_train": len(train), "n_val": len(val),
-            "device": str(dev), "loss": loss_description, "dequantize_widths_log10": widths.tolist(), **hist}
+            "device": str(dev), "loss": loss_description, "dequantize_widths_log10": train_widths.tolist(), **hist}

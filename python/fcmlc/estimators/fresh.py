@@ -11,9 +11,12 @@ dataset's realizations per point in the training split: an epoch costs the expec
 ``simulate`` run of the same grid size).
 
 The dataset still supplies the experiments (whose definitions must be those it was simulated
-with: checked against its recorded hashes), the ranges, the feature scaling (the moments of its
-training split) and the validation split, so validation losses are comparable with a
-dataset-trained model's.
+with: checked against its recorded hashes), the ranges and the feature scaling (the moments of
+its training split). The validation set is fresh too, drawn once (as many pairs as the dataset's
+validation split, other truths): the dataset's grid-valued validation pairs, dequantised, score a
+network that has learnt the continuous posterior worse where the likelihood changes within a
+grid cell (STEREO: by ~0.25 nats, with the best epoch picked wrongly), so its loss is not
+comparable with a dataset-trained model's.
 
 Determinism: epoch e's truths come from a generator seeded with the loop's shuffle key
 (training seed, epoch) and its realizations from :func:`fcmlc.simulation.realizations` seeded
@@ -60,17 +63,19 @@ class FreshSimulations:
     """A training set of ``n`` pairs per epoch, simulated anew for each epoch: the interface of
     :class:`fcmlc.models.samples.Samples` that the training loop uses (``len``, ``moments``,
     ``chunks``), with ``continuous_y = True`` (the truths are not on a grid: not dequantised).
+    With ``fixed_key`` (and no key given to ``chunks``) the same draw every time: the validation set.
 
-    ``base``: the dataset's training Samples (its moments set the feature scaling; ``chunks()``
-    without a key, used for the moments, reads it); ``features``: the FeatureMap of the raw bins;
+    ``base``: the dataset's training Samples (its moments set the feature scaling);
+    ``features``: the FeatureMap of the raw bins;
     ``per_truth``: realizations per truth; ``float32``: round the realizations as a float32
     dataset stores them."""
 
     continuous_y = True
 
-    def __init__(self, experiments, grid, n: int, per_truth: int, base, features=None, float32: bool = True,
-                 chunk_rows: int = 65536, threads=None):
+    def __init__(self, experiments, grid, n: int, per_truth: int, base=None, features=None, float32: bool = True,
+                 chunk_rows: int = 65536, threads=None, fixed_key=None):
         self.experiments = list(experiments)
+        self.fixed_key = fixed_key
         self.log_ue4_range = tuple(math.log10(v) for v in grid.ue4_range)
         self.log_dm2_range = tuple(math.log10(v) for v in grid.dm2_range)
         self.n, self.per_truth = int(n), max(1, int(per_truth))
@@ -81,6 +86,7 @@ class FreshSimulations:
         return self.n
 
     def moments(self):
+        """The feature and y moments of ``base`` (the dataset's training split), which set the scaling."""
         return self.base.moments()
 
     @staticmethod
@@ -105,11 +111,11 @@ class FreshSimulations:
 
     def chunks(self, shuffle_seed=None):
         """The epoch keyed by ``shuffle_seed`` in chunks of ``chunk_rows`` (features float32,
-        y float64); without a key the dataset's training split (for the moments)."""
-        if shuffle_seed is None:
-            yield from self.base.chunks(None)
-            return
-        x, y = self.draw(shuffle_seed)
+        y float64); without a key the draw keyed by ``fixed_key`` (a validation set)."""
+        key = self.fixed_key if shuffle_seed is None else shuffle_seed
+        if key is None:
+            raise ValueError("FreshSimulations.chunks needs a key (or a fixed_key)")
+        x, y = self.draw(key)
         for r0 in range(0, self.n, self.chunk_rows):
             xb = x[r0:r0 + self.chunk_rows]
             f = self.features.transform(xb, np.float32) if self.features is not None else xb.astype(np.float32)

@@ -78,13 +78,15 @@ def _train(model_class, ds, out, experiments, config, device, seed, progress, re
             train_src, val_src = training_samples(ds, fit_idx, val_idx, columns, features, cfg.in_memory,
                                                   cfg.chunk_rows, progress, info)
             if fresh_exps is not None:
-                train_src = FreshSimulations(fresh_exps, ds.grid, len(train_src), round(len(train_src) / ds.grid.n_points),
-                                             train_src, features, float32=ds.dtype == "float32",
-                                             chunk_rows=cfg.chunk_rows, threads=cfg.threads)
+                per_truth = round(len(train_src) / ds.grid.n_points)
+                fresh = dict(per_truth=per_truth, features=features, float32=ds.dtype == "float32",
+                             chunk_rows=cfg.chunk_rows, threads=cfg.threads)
+                train_src = FreshSimulations(fresh_exps, ds.grid, len(train_src), base=train_src, **fresh)
+                val_src = FreshSimulations(fresh_exps, ds.grid, len(val_src), fixed_key=(seed, 59), **fresh)
                 info["dataset"]["training_data"] = (
-                    f"fresh simulations: {len(train_src)} pairs per epoch at {-(-len(train_src) // train_src.per_truth)} "
-                    f"truths log-uniform over the grid's ranges, {train_src.per_truth} realizations each; validation: "
-                    "the dataset's split")
+                    f"fresh simulations: {len(train_src)} pairs per epoch at {-(-len(train_src) // per_truth)} truths "
+                    f"log-uniform over the grid's ranges, {per_truth} realizations each; validation: {len(val_src)} "
+                    "pairs drawn once at other truths")
             n, sx, sxx, sy, syy = train_src.moments()
             x_scaler, y_scaler = Standardizer.from_moments(n, sx, sxx), Standardizer.from_moments(n, sy, syy)
             net = model_class.build_network(x_scaler.dim, cfg, seed)

@@ -93,6 +93,14 @@ def _shared_exact(model, exps, threads, shared: dict):
     return shared[key]
 
 
+def _row_label(model) -> str:
+    """The estimator's name; ``npe (fresh)`` for a model trained on fresh simulations (two npe
+    rows of one task stay apart)."""
+    name = getattr(model, "estimator", "fcmlc")
+    fresh = "training_data" in ((getattr(model, "info", None) or {}).get("dataset") or {})
+    return f"{name} (fresh)" if fresh else name
+
+
 def score(model, trials: int = 2000, seed: int = 7, levels=(0.68, 0.90, 0.95), n_samples: int = 1000,
           threads=None, fit_vectors: int = 20, progress: bool = False, data_dir=None, shared_exact=None) -> dict:
     """One scoreboard row for ``model`` (a model directory or a loaded model of any estimator);
@@ -117,7 +125,7 @@ def score(model, trials: int = 2000, seed: int = 7, levels=(0.68, 0.90, 0.95), n
     training = (getattr(model, "info", None) or {}).get("training") or {}
     return {
         "task": task_name(model.experiments),
-        "estimator": getattr(model, "estimator", "fcmlc"),
+        "estimator": _row_label(model),
         "directory": (getattr(model, "info", None) or {}).get("directory"),
         "levels": list(levels),
         "coverage": [float(v) for v in fr["fcmlc"]],
