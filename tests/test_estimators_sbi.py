@@ -418,7 +418,7 @@ def test_fresh_simulation_training_is_deterministic_and_resumes(best_tiny, tmp_p
 
     ref = estimators.train(best_tiny, estimator="npe", config=fresh_config(), device="cpu", seed=4, progress=False)
     assert "fresh simulations" in ref.info["dataset"]["training_data"]
-    assert "validation: 78 pairs drawn once at other truths" in ref.info["dataset"]["training_data"]
+    assert "validation: 78 pairs drawn once, one at each of as many other truths" in ref.info["dataset"]["training_data"]
     assert ref.info["training"]["networks"]["flow"]["dequantize_widths_log10"] == [0.0, 0.0]
     assert_same_weights(estimators.train(best_tiny, estimator="npe", config=fresh_config(), device="cpu", seed=4,
                                          progress=False), ref)

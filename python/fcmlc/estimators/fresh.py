@@ -13,7 +13,8 @@ dataset's realizations per point in the training split: an epoch costs the expec
 The dataset still supplies the experiments (whose definitions must be those it was simulated
 with: checked against its recorded hashes), the ranges and the feature scaling (the moments of
 its training split). The validation set is fresh too, drawn once (as many pairs as the dataset's
-validation split, other truths): the dataset's grid-valued validation pairs, dequantised, score a
+validation split, one realization at each of as many other truths, so that its loss is not
+dominated by a few truths' noise): the dataset's grid-valued validation pairs, dequantised, score a
 network that has learnt the continuous posterior worse where the likelihood changes within a
 grid cell (STEREO: by ~0.25 nats, with the best epoch picked wrongly), so its loss is not
 comparable with a dataset-trained model's.

@@ -79,14 +79,15 @@ def _train(model_class, ds, out, experiments, config, device, seed, progress, re
                                                   cfg.chunk_rows, progress, info)
             if fresh_exps is not None:
                 per_truth = round(len(train_src) / ds.grid.n_points)
-                fresh = dict(per_truth=per_truth, features=features, float32=ds.dtype == "float32",
-                             chunk_rows=cfg.chunk_rows, threads=cfg.threads)
-                train_src = FreshSimulations(fresh_exps, ds.grid, len(train_src), base=train_src, **fresh)
-                val_src = FreshSimulations(fresh_exps, ds.grid, len(val_src), fixed_key=(seed, 59), **fresh)
+                fresh = dict(features=features, float32=ds.dtype == "float32", chunk_rows=cfg.chunk_rows,
+                             threads=cfg.threads)
+                train_src = FreshSimulations(fresh_exps, ds.grid, len(train_src), per_truth, base=train_src, **fresh)
+                # one realization per validation truth: its loss averages over as many truths as pairs
+                val_src = FreshSimulations(fresh_exps, ds.grid, len(val_src), 1, fixed_key=(seed, 59), **fresh)
                 info["dataset"]["training_data"] = (
                     f"fresh simulations: {len(train_src)} pairs per epoch at {-(-len(train_src) // per_truth)} truths "
                     f"log-uniform over the grid's ranges, {per_truth} realizations each; validation: {len(val_src)} "
-                    "pairs drawn once at other truths")
+                    "pairs drawn once, one at each of as many other truths")
             n, sx, sxx, sy, syy = train_src.moments()
             x_scaler, y_scaler = Standardizer.from_moments(n, sx, sxx), Standardizer.from_moments(n, sy, syy)
             net = model_class.build_network(x_scaler.dim, cfg, seed)
