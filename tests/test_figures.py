@@ -151,3 +151,28 @@ def test_posterior_plot_frames_a_truth_outside_the_cells(toy):
     ax = exact.posterior(x).plot(truth=(1e-4, 20.0), best_point=True)  # beyond the grid on both axes
     _assert_markers_inside(ax)
     assert {"truth", "best point"} <= set(_styles(ax))
+
+
+@pytest.mark.parametrize("width", [4.0, 9.0])
+@pytest.mark.parametrize("sin2_range", [(0.07, 0.4), (0.02, 0.6), (0.016, 0.9), (1e-5, 0.9)])
+def test_log_tick_labels_never_overlap(sin2_range, width):
+    """Over less than three decades matplotlib labels the minor ticks too (2, 3, 4, 6 x 10^k),
+    which collided on the global fit's observed-data figure ("3x10^-2" over "4x10^-2"): every axis
+    framed by frame_drawn has at least two labels, none of them overlapping."""
+    from fcmlc.plotting import frame_drawn, pyplot, setup_oscillation_axes
+
+    fig, ax = pyplot().subplots(figsize=(width, 3.5), layout="constrained")
+    setup_oscillation_axes(ax)
+    ax.plot(list(sin2_range), [0.3, 9.0], "o")
+    frame_drawn(ax, (1e-3, 2 ** -0.5, 0.01, 10.0))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for axis in (ax.xaxis, ax.yaxis):
+        labels = [t for t in axis.get_ticklabels(which="both") if t.get_visible() and t.get_text()]
+        lo, hi = sorted(axis.get_view_interval())
+        inside = [t for t, v in zip(labels, [t.get_position()[axis is ax.yaxis] for t in labels]) if lo <= v <= hi]
+        assert len(inside) >= 2, [t.get_text() for t in inside]
+        boxes = sorted((t.get_window_extent(renderer) for t in inside), key=lambda b: (b.x0, b.y0))
+        for a, b in zip(boxes, boxes[1:]):
+            assert not a.overlaps(b), (a, b)
+    pyplot().close(fig)

@@ -138,6 +138,30 @@ def setup_oscillation_axes(ax, x: str = "sin2", ue4_range=None, dm2_range=None, 
     return ax
 
 
+def readable_log_ticks(ax) -> None:
+    """Tick labels of both log axes that never overlap: over less than three decades matplotlib
+    has one or two labelled decades and labels minor ticks too (2, 3, 4, 6 x 10^k, which collide
+    on a narrow panel); there the labels go at 1 and 3 x 10^k (1, 2, 5 x 10^k below 1.3 decades)
+    and the other minor ticks stay unlabelled. Call after the limits are set."""
+    from matplotlib.ticker import LogFormatterSciNotation, LogLocator, NullFormatter
+
+    for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+        if axis.get_scale() != "log" or not (0 < lo < hi):
+            continue
+        span = np.log10(hi / lo)
+        if span >= 3:
+            continue  # labelled decades, unlabelled minor ticks: matplotlib's default reads well
+        subs = (1.0, 2.0, 5.0) if span < 1.3 else (1.0, 3.0)
+        k = np.arange(np.floor(np.log10(lo)), np.ceil(np.log10(hi)) + 1)
+        majors = (np.asarray(subs)[None, :] * 10.0 ** k[:, None]).ravel()
+        if np.count_nonzero((majors >= lo) & (majors <= hi)) < 2:
+            continue
+        axis.set_major_locator(LogLocator(base=10, subs=subs))
+        axis.set_major_formatter(LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(np.inf, np.inf)))
+        axis.set_minor_locator(LogLocator(base=10, subs=np.arange(2, 10)))
+        axis.set_minor_formatter(NullFormatter())
+
+
 def frame_drawn(ax, plane, x: str = "sin2", margin: float = 0.06, min_decades: float = 1.0):
     """Axis limits around what is drawn on ``ax`` -- regions, lines and markers, clipped to
     ``plane`` = (|Ue4| low, |Ue4| high, dm2 low, dm2 high), the extent of the scanned grid --
@@ -173,6 +197,7 @@ def frame_drawn(ax, plane, x: str = "sin2", margin: float = 0.06, min_decades: f
         lims.append((10.0 ** (la - pad), 10.0 ** (lb + pad)))
     ax.set_xlim(*lims[0])
     ax.set_ylim(*lims[1])
+    readable_log_ticks(ax)
     # the grid's edge (the view always extends beyond it by the margin)
     edge = np.array([[xe[0], d0], [xe[1], d0], [xe[1], d1], [xe[0], d1], [xe[0], d0]])
     ax.plot(edge[:, 0], edge[:, 1], color="0.55", linewidth=0.8, zorder=2.5, gid=GRID_EDGE_GID,
