@@ -75,15 +75,16 @@ def _train(model_class, ds, out, experiments, config, device, seed, progress, re
     clock = RunClock(ckpt, state, t_start)
     try:
         with torch_threads(cfg.threads), catch_signals():
-            train_src, val_src = training_samples(ds, fit_idx, val_idx, columns, features, cfg.in_memory,
-                                                  cfg.chunk_rows, progress, info)
+            # with fresh simulations the validation set is simulated too: the dataset's split is not loaded
+            train_src, val_src = training_samples(ds, fit_idx, val_idx if fresh_exps is None else val_idx[:0],
+                                                  columns, features, cfg.in_memory, cfg.chunk_rows, progress, info)
             if fresh_exps is not None:
                 per_truth = round(len(train_src) / ds.grid.n_points)
                 fresh = dict(features=features, float32=ds.dtype == "float32", chunk_rows=cfg.chunk_rows,
                              threads=cfg.threads)
                 train_src = FreshSimulations(fresh_exps, ds.grid, len(train_src), per_truth, base=train_src, **fresh)
                 # one realization per validation truth: its loss averages over as many truths as pairs
-                val_src = FreshSimulations(fresh_exps, ds.grid, len(val_src), 1, fixed_key=(seed, 59), **fresh)
+                val_src = FreshSimulations(fresh_exps, ds.grid, len(val_idx), 1, fixed_key=(seed, 59), **fresh)
                 info["dataset"]["training_data"] = (
                     f"fresh simulations: {len(train_src)} pairs per epoch at {-(-len(train_src) // per_truth)} truths "
                     f"log-uniform over the grid's ranges, {per_truth} realizations each; validation: {len(val_src)} "
